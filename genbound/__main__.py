@@ -1,0 +1,5 @@
+import sys
+
+from genbound.cli import main
+
+sys.exit(main())

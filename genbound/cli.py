@@ -1,0 +1,62 @@
+"""The ``genbound`` command line: a thin layer that parses arguments and calls the library.
+
+Each subcommand lives in ``genbound/commands/<name>.py`` and exposes ``NAME``, ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules are imported lazily so that
+``genbound bounds`` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from genbound import __version__
+from genbound.errors import UserInputError
+
+# Order here is the order shown by ``genbound --help``.
+COMMANDS: dict[str, str] = {
+    "bounds": "genbound.commands.bounds",
+}
+
+_HELP: dict[str, str] = {
+    "bounds": "compute every bound of the spec from a per-sample statistics file (.npz)",
+}
+
+
+def _build_parser(selected: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genbound",
+        description="Generalization bounds from robustness and stability, and curvature diagnostics.",
+    )
+    parser.add_argument("--version", action="version", version=f"genbound {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=_HELP.get(name, ""))
+        if name == selected:
+            module = importlib.import_module(COMMANDS[name])
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in argv if a in COMMANDS), None)
+    parser = _build_parser(selected)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserInputError as exc:
+        print(f"genbound {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"genbound {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``genbound`` command line (see :mod:`genbound.cli`)."""
