@@ -1,0 +1,207 @@
+"""The per-sample statistics every bound is computed from (``spec/bounds.md`` §1).
+
+:class:`SampleStats` is the one entry point of the bounds layer: it validates its arrays once,
+here at the edge, and everything downstream trusts it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from genbound.errors import UserInputError
+
+SOUND_METHODS = frozenset({"ibp", "crown", "exact"})
+
+
+def _as_cells(name: str, a: Any) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise UserInputError(f"{name} must be a 1-D array of cell ids, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise UserInputError(f"{name} must hold integer cell ids (int64), got dtype {a.dtype}")
+    return a.astype(np.int64, copy=False)
+
+
+def _as_loss(name: str, a: Any) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise UserInputError(f"{name} must be a 1-D array of 0-1 losses, got shape {a.shape}")
+    if a.dtype == np.bool_:
+        return a.view(np.uint8)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise UserInputError(f"{name} must hold 0-1 losses (uint8), got dtype {a.dtype}")
+    if a.size:
+        lo, hi = a.min(), a.max()
+        if lo < 0 or hi > 1 or (np.issubdtype(a.dtype, np.floating) and not np.all((a == 0) | (a == 1))):
+            raise UserInputError(
+                f"{name} must hold 0-1 losses (1 = misclassified, top-1); found values outside {{0, 1}} "
+                f"(min {lo}, max {hi}). Loss in 2x units? Divide by 2; top-1 0-1 loss only."
+            )
+    return a.astype(np.uint8, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class SampleStats:
+    """Per-sample statistics of one model on one partition (``spec/bounds.md`` §1).
+
+    Parameters
+    ----------
+    train_cell, train_loss:
+        Cell id (int64) and 0-1 loss (uint8, 1 = misclassified) of each of the ``n`` training samples.
+    train_stable:
+        ``bool[n, J]``: sample i's prediction is unchanged in the kappa_j-neighbourhood. May be
+        omitted (J = 0): then no cell is ever proven and the stability diagnostics are left out.
+    heldout_cell, heldout_loss:
+        The same for ``m`` held-out labelled samples (m may be 0).
+    kappas:
+        ``float[J]`` radii, in pre-normalization [0, 1] pixel units and the norm of ``norm``.
+    K, log_K:
+        Total number of cells of the partition, empty ones included (for a label-pure partition:
+        regions x classes). Give ``K`` or ``log_K = ln K`` (for astronomically large K), or both
+        if they agree.
+    stability_method, stability_sound:
+        How stability was decided. Only ``ibp``, ``crown`` and ``exact`` are sound; a sound flag
+        for any other method is refused.
+    label_pure, max_cell_diameter:
+        Whether each cell holds one label, and the geometric diameter of every cell region in the
+        stability norm, known by construction (``None`` = unknown: no cell is ever proven).
+    partition_uses_heldout:
+        The held-out set helped build the partition (``heldout`` centroids): ``theorem_h`` is then
+        a diagnostic.
+    partition_depends_on_train:
+        The partition depends on the training sample (k-means on S, the model's features,
+        train-fitted rescaling): every concentration term is void and the partition-based
+        results are diagnostics.
+    """
+
+    train_cell: np.ndarray
+    train_loss: np.ndarray
+    kappas: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    train_stable: np.ndarray | None = None
+    heldout_cell: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    heldout_loss: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    K: int | None = None
+    log_K: float | None = None
+    model: str = "model"
+    stability_method: str = "unknown"
+    stability_sound: bool = False
+    norm: str | None = None
+    label_pure: bool = False
+    max_cell_diameter: float | None = None
+    partition: dict = field(default_factory=dict)
+    partition_uses_heldout: bool = False
+    partition_depends_on_train: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        tc = _as_cells("train_cell", self.train_cell)
+        tl = _as_loss("train_loss", self.train_loss)
+        n = tc.size
+        if n == 0:
+            raise UserInputError("train_cell is empty: the bounds need at least one training sample")
+        if tl.size != n:
+            raise UserInputError(f"train_loss has {tl.size} entries but train_cell has {n}; one per training sample")
+        hc = _as_cells("heldout_cell", self.heldout_cell)
+        hl = _as_loss("heldout_loss", self.heldout_loss)
+        if hl.size != hc.size:
+            raise UserInputError(
+                f"heldout_loss has {hl.size} entries but heldout_cell has {hc.size}; one per held-out sample"
+            )
+        kappas = np.asarray(self.kappas, dtype=np.float64).reshape(-1) if np.size(self.kappas) else np.zeros(0)
+        if np.any(~np.isfinite(kappas)) or np.any(kappas <= 0):
+            raise UserInputError(f"kappas must be finite and > 0 (radii in [0,1] pixel units), got {kappas.tolist()}")
+        st = self.train_stable
+        if st is None:
+            st = np.zeros((n, kappas.size), dtype=bool)
+            if kappas.size:
+                raise UserInputError("kappas given without train_stable: pass the bool[n, J] stability flags too")
+        st = np.asarray(st)
+        if st.ndim == 1:
+            st = st[:, None]
+        if st.ndim != 2 or st.shape[0] != n:
+            raise UserInputError(f"train_stable must have shape (n, J) = ({n}, J), got {st.shape}")
+        if st.shape[1] != kappas.size:
+            raise UserInputError(
+                f"train_stable has {st.shape[1]} columns but {kappas.size} kappas were given; one column per kappa"
+            )
+        if st.dtype != np.bool_:
+            if not np.issubdtype(st.dtype, np.integer) or (st.size and (st.min() < 0 or st.max() > 1)):
+                raise UserInputError(f"train_stable must be boolean (or 0/1 integers), got dtype {st.dtype}")
+            st = st != 0
+        if kappas.size > 1 and np.any(np.diff(kappas) < 0):
+            order = np.argsort(kappas, kind="stable")
+            kappas, st = kappas[order], st[:, order]
+        K, log_K = self._resolve_K(self.K, self.log_K)
+        method = str(self.stability_method)
+        if self.stability_sound and method not in SOUND_METHODS:
+            raise UserInputError(
+                f"stability_sound=True but stability_method={method!r}; only {sorted(SOUND_METHODS)} are sound"
+            )
+        d = self.max_cell_diameter
+        if d is not None:
+            d = float(d)
+            if math.isnan(d) or d < 0:
+                raise UserInputError(f"max_cell_diameter must be >= 0 (or absent when unknown), got {d}")
+        for k, v in dict(
+            train_cell=tc, train_loss=tl, heldout_cell=hc, heldout_loss=hl, kappas=kappas,
+            train_stable=st, K=K, log_K=log_K, max_cell_diameter=d, stability_method=method,
+            stability_sound=bool(self.stability_sound), label_pure=bool(self.label_pure),
+        ).items():
+            set_(k, v)
+
+    @staticmethod
+    def _resolve_K(K: Any, log_K: Any) -> tuple[int | None, float]:
+        if K is None and log_K is None:
+            raise UserInputError("give K (total number of cells, empty ones included) or log_K = ln K")
+        if K is not None:
+            try:
+                K_int = int(K)
+            except (TypeError, ValueError, OverflowError):
+                raise UserInputError(f"K must be a positive integer, got {K!r}") from None
+            if K_int != K or K_int < 1:
+                raise UserInputError(f"K must be a positive integer, got {K!r}")
+            lk = math.log(K_int)
+            if log_K is not None and not math.isclose(float(log_K), lk, rel_tol=1e-9, abs_tol=1e-9):
+                raise UserInputError(f"K={K_int} and log_K={log_K} disagree (ln K = {lk}); give one of them")
+            return K_int, lk
+        lk = float(log_K)
+        if not math.isfinite(lk) or lk < 0:
+            raise UserInputError(f"log_K must be finite and >= 0 (K >= 1), got {log_K!r}")
+        return None, lk
+
+    @property
+    def n(self) -> int:
+        return int(self.train_cell.size)
+
+    @property
+    def m(self) -> int:
+        return int(self.heldout_cell.size)
+
+    @property
+    def J(self) -> int:
+        return int(self.kappas.size)
+
+    def metadata(self) -> dict[str, Any]:
+        """The metadata every result records (``spec/bounds.md`` §1), JSON-ready."""
+        return {
+            "model": self.model,
+            "n": self.n,
+            "m": self.m,
+            "K": self.K if self.K is not None and self.K < 2**63 else None,
+            "log_K": self.log_K,
+            "kappas": self.kappas.tolist(),
+            "norm": self.norm,
+            "stability_method": self.stability_method,
+            "stability_sound": self.stability_sound,
+            "partition": {
+                **self.partition,
+                "label_pure": self.label_pure,
+                "max_cell_diameter": self.max_cell_diameter,
+                "uses_heldout": self.partition_uses_heldout,
+                "depends_on_train": self.partition_depends_on_train,
+            },
+        }

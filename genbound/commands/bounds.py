@@ -1,0 +1,39 @@
+"""``genbound bounds STATS.npz [--delta D] [--json OUT]``: every bound from per-sample statistics."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from genbound.errors import UserInputError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Compute every certified and diagnostic result of the spec from per-sample statistics "
+        "(train_cell, train_loss, train_stable, heldout_cell, heldout_loss, kappas, K or log_K, ...). "
+        "Prints a table; --json writes the genbound.result/1 document."
+    )
+    p.add_argument("stats", metavar="STATS.npz", help="per-sample statistics (see docs/statistics.md)")
+    p.add_argument("--delta", default="0.05", help="failure probability in (0, 1) (default 0.05)")
+    p.add_argument("--json", metavar="OUT", help="write the result document (schema genbound.result/1) here")
+    p.add_argument("--quiet", action="store_true", help="do not print the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from genbound.bounds import BoundReport, compute_bounds, load_stats_npz
+    from genbound.bounds.suite import validate_delta
+
+    delta = validate_delta(args.delta)
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder):
+            raise UserInputError(f"cannot write {args.json}: folder {folder} does not exist")
+    report = BoundReport.merge(compute_bounds(s, delta) for s in load_stats_npz(args.stats))
+    if args.json:
+        report.to_json(args.json)
+    if not args.quiet:
+        print(report.table())
+        if args.json:
+            print(f"wrote {args.json}")
+    return 0
