@@ -69,6 +69,9 @@ def load_stats_npz(path: str | os.PathLike) -> list[SampleStats]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserInputError(f"statistics file not found: {path}")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            raise UserInputError(f"{path} is not a readable .npz file (not a zip archive); save it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as z:
             raw = {k: z[k] for k in z.files}

@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+
+
+def make_stats_arrays(rng, n, m, K, J, *, err=0.1, herr=0.12, consistent_cells=False, monotone=True):
+    """Random per-sample statistics; with ``consistent_cells`` every cell holding a stable sample has
+    constant loss (what a sound certificate on a kappa-fine label-pure cell implies)."""
+    tc = rng.integers(0, K, n)
+    hc = rng.integers(0, K, m)
+    tl = (rng.random(n) < err).astype(np.uint8)
+    hl = (rng.random(m) < herr).astype(np.uint8)
+    if monotone:
+        level = rng.integers(0, J + 1, n)
+        st = np.arange(J)[None, :] < level[:, None]
+    else:
+        st = rng.random((n, J)) < 0.5
+    if consistent_cells:
+        pure = rng.random(K) < 0.5
+        cell_loss = (rng.random(K) < 0.3).astype(np.uint8)
+        tl = np.where(pure[tc], cell_loss[tc], tl).astype(np.uint8)
+        hl = np.where(pure[hc], cell_loss[hc], hl).astype(np.uint8)
+        st = st & pure[tc][:, None]
+    kappas = np.sort(rng.uniform(0.01, 0.5, J)) if J else np.zeros(0)
+    return dict(train_cell=tc, train_loss=tl, train_stable=st, kappas=kappas, heldout_cell=hc, heldout_loss=hl)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
