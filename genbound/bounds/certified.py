@@ -161,8 +161,9 @@ def _cp_by_pairs(e: np.ndarray, m: np.ndarray, alpha: float) -> np.ndarray:
     """Clopper–Pearson limits, evaluated once per distinct (errors, trials) pair."""
     if e.size == 0:
         return np.zeros(0)
-    pairs, inv = np.unique(np.stack([e, m], axis=1), axis=0, return_inverse=True)
-    return clopper_pearson_upper(pairs[:, 0], pairs[:, 1], alpha)[inv.reshape(-1)]
+    base = int(m.max()) + 1
+    keys, inv = np.unique(e.astype(np.int64) * base + m, return_inverse=True)
+    return clopper_pearson_upper(keys // base, keys % base, alpha)[inv]
 
 
 def _train_error(stats: SampleStats, counts: CellCounts) -> float:

@@ -70,8 +70,9 @@ def _stability_levels(stable: np.ndarray) -> tuple[np.ndarray, bool]:
         buf[:, :J] = stable
     words = buf.view(f"<u{width}").reshape(n)
     level = np.bitwise_count(words)
-    patterns = np.array([sum(1 << (8 * i) for i in range(lv)) for lv in range(width + 1)], dtype=words.dtype)
-    return level, bool(np.array_equal(words, patterns[level]))
+    # Byte i holds kappa_i's flag (0/1). A row is monotone iff no byte is 0 while the next is 1.
+    monotone = not np.any((words >> np.array(8, dtype=words.dtype)) & ~words)
+    return level, monotone
 
 
 def count_cells(stats: SampleStats) -> CellCounts:
@@ -83,15 +84,17 @@ def count_cells(stats: SampleStats) -> CellCounts:
     level, monotone = _stability_levels(stable)
     if monotone:
         width = J + 1
+        small = loss * np.uint8(width) if width * 2 < 256 else loss.astype(np.int64) * width
+        small += level.astype(small.dtype, copy=False)
         key = tc * (2 * width)
-        key += loss.astype(np.int64) * width
-        key += level
+        key += small
         hist = np.bincount(key, minlength=C * 2 * width).reshape(C, 2, width)
-        # stable at kappa_j  <=>  level > j: reverse cumulative sum over levels.
-        above = np.cumsum(hist[:, :, ::-1], axis=2)[:, :, ::-1]
-        n_k = above[:, 0, 0] + above[:, 1, 0]
-        err_k = above[:, 1, 0]
-        stable_ok, stable_err = above[:, 0, 1:], above[:, 1, 1:]
+        # stable at kappa_j  <=>  level > j: count = (all levels) - (levels <= j).
+        cs = np.cumsum(hist, axis=2)
+        n_loss = cs[:, :, J]
+        n_k, err_k = n_loss[:, 0] + n_loss[:, 1], n_loss[:, 1]
+        stable_ok = n_loss[:, 0, None] - cs[:, 0, :J]
+        stable_err = n_loss[:, 1, None] - cs[:, 1, :J]
     else:
         key = tc * 2 + loss
         base = np.bincount(key, minlength=2 * C).reshape(C, 2)
@@ -106,8 +109,5 @@ def count_cells(stats: SampleStats) -> CellCounts:
         m_k, herr_k = hb.sum(axis=1), hb[:, 1]
     else:
         m_k = herr_k = np.zeros(C, dtype=np.int64)
-    return CellCounts(
-        n_k=np.ascontiguousarray(n_k), err_k=np.ascontiguousarray(err_k),
-        stable_ok=np.ascontiguousarray(stable_ok), stable_err=np.ascontiguousarray(stable_err),
-        m_k=m_k, herr_k=herr_k, monotone=monotone,
-    )
+    return CellCounts(n_k=n_k, err_k=err_k, stable_ok=stable_ok, stable_err=stable_err, m_k=m_k, herr_k=herr_k,
+                      monotone=monotone)

@@ -122,11 +122,12 @@ def compute_bounds(stats: SampleStats, delta: float = 0.05) -> BoundReport:
     if stats.J:
         stab_note = ("estimate, not a bound: stable training samples are given zero robustness although stability "
                      f"was decided by {stats.stability_method!r} on finitely many samples; see theorem_n for the certified form")
+        per_kappa = [diagnostic.stability_family(stats, counts, j, delta) for j in grid]
         for name in ("stability_b", "stability_a", "stability_c"):
-            for j in grid:
-                v, t = diagnostic.stability_family(stats, counts, j, delta).get(name, (None, None))
-                if t is None:
+            for j, fam in zip(grid, per_kappa):
+                if name not in fam:
                     continue
+                v, t = fam[name]
                 a = [LOSS, stab_note] + (["uses held-out labels (e_k)"] if name != "stability_b" else [])
                 add(name, "diagnostic", v, t, float(stats.kappas[j]), a)
     else:
