@@ -1,0 +1,150 @@
+"""Naming and loading models safely.
+
+A model is named by a **factory** and an optional **weights file**:
+
+- ``"mlp"``, ``"small_cnn"``, ``"small_resnet"``: the reference architectures;
+- ``"package.module:function"``: any importable function returning an ``nn.Module`` (called with
+  the keyword arguments given to :func:`load_model`);
+- ``"torchvision:NAME"`` / ``"timm:NAME"``: ``torchvision.models.get_model(NAME, weights=None,
+  **kwargs)`` / ``timm.create_model(NAME, pretrained=False, **kwargs)``, imported only when asked
+  (optional extras: ``pip install genbound[vision]``). Nothing is ever downloaded: pretrained
+  weights come from a local weights file.
+
+Weights files are read without executing code: ``.safetensors`` with safetensors, anything else
+with ``torch.load(weights_only=True)``. A checkpoint that needs arbitrary code to unpickle (a
+whole pickled model, custom classes) is refused with :class:`UserInputError`; re-save it as a
+state dict (``torch.save(model.state_dict(), path)``) or as safetensors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from genbound.data.source import Normalization
+from genbound.errors import UserInputError
+from genbound.models.architectures import ARCHITECTURES
+from genbound.models.normalize import with_normalization
+from genbound.torch_utils import resolve_device
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+def _unwrap(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserInputError(f"{path}: not a state dict of tensors (found {type(obj).__name__}); "
+                             "save weights with torch.save(model.state_dict(), path) or safetensors")
+    sd = dict(obj)
+    for prefix in ("module.", "_orig_mod."):  # DistributedDataParallel / torch.compile wrappers
+        if all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file, loaded on CPU without running code (see module docstring)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserInputError(f"weights file {path!r} not found")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        try:
+            return load_file(path, device="cpu")
+        except Exception as exc:
+            raise UserInputError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserInputError(
+            f"{path}: refusing a checkpoint that needs arbitrary code to load (weights_only=True failed: "
+            f"{str(exc).splitlines()[0][:160]}); re-save it as a state dict with "
+            "torch.save(model.state_dict(), path) or as .safetensors") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise UserInputError(f"{path}: cannot read as a torch checkpoint ({str(exc).splitlines()[0][:200]})") from exc
+    return _unwrap(obj, path)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save ``model.state_dict()``: safetensors if ``path`` ends in ``.safetensors``, else ``torch.save``."""
+    path = os.fspath(path)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+        save_file(sd, path)
+    else:
+        torch.save(sd, path)
+
+
+def _resolve_factory(factory: str):
+    if factory in ARCHITECTURES:
+        return ARCHITECTURES[factory]
+    if ":" not in factory:
+        raise UserInputError(f"unknown model factory {factory!r}: use one of {sorted(ARCHITECTURES)}, "
+                             "'package.module:function', 'torchvision:NAME' or 'timm:NAME'")
+    mod_name, _, fn_name = factory.partition(":")
+    if mod_name == "torchvision":
+        try:
+            tvm = importlib.import_module("torchvision.models")
+        except Exception as exc:
+            raise UserInputError(f"{factory!r} needs torchvision, which is not usable here ({exc}); "
+                                 "install the optional extra: pip install genbound[vision]") from exc
+        return lambda **kw: tvm.get_model(fn_name, weights=None, **kw)
+    if mod_name == "timm":
+        try:
+            timm = importlib.import_module("timm")
+        except Exception as exc:
+            raise UserInputError(f"{factory!r} needs timm, which is not usable here ({exc}); "
+                                 "install the optional extra: pip install genbound[vision]") from exc
+        return lambda **kw: timm.create_model(fn_name, pretrained=False, **kw)
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise UserInputError(f"cannot import module {mod_name!r} of factory {factory!r}: {exc}") from exc
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise UserInputError(f"module {mod_name!r} has no callable {fn_name!r}")
+    return fn
+
+
+def load_model(factory: str, weights: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
+               normalization: Normalization | None = None, strict: bool = True, **kwargs: Any) -> nn.Module:
+    """Build ``factory(**kwargs)``, load ``weights`` (if given), wrap with ``normalization`` (if
+    given and not the identity, so the model takes [0, 1] pixels), move to ``device`` and return it
+    in eval mode. The description is recorded in ``model.genbound_model``.
+    """
+    fn = _resolve_factory(factory)
+    try:
+        model = fn(**kwargs)
+    except TypeError as exc:
+        raise UserInputError(f"factory {factory!r} rejected its arguments {sorted(kwargs)}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise UserInputError(f"factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        sd = load_state_dict_file(weights)
+        try:
+            result = model.load_state_dict(sd, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            msg = " ".join(str(exc).split())[:300]
+            raise UserInputError(f"{os.fspath(weights)} does not fit {factory!r}: {msg} (check the factory arguments)") from exc
+        if strict and (result.missing_keys or result.unexpected_keys):
+            miss, unexp = result.missing_keys, result.unexpected_keys
+            raise UserInputError(f"{os.fspath(weights)} does not fit {factory!r}: missing keys {miss[:5]}"
+                                 f"{'...' if len(miss) > 5 else ''}, unexpected keys {unexp[:5]}"
+                                 f"{'...' if len(unexp) > 5 else ''} (check the factory arguments)")
+    model = with_normalization(model, normalization).to(resolve_device(device)).eval()
+    model.genbound_model = {"factory": factory, "weights": os.fspath(weights) if weights is not None else None,  # type: ignore[assignment]
+                            "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
+                            "normalization": normalization.as_dict() if normalization else None}
+    return model

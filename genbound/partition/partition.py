@@ -1,0 +1,207 @@
+"""Partitions of the input space into Voronoi cells of K centroids (spec/bounds.md §1-2).
+
+Kinds (background-bounds §9.1 step 1):
+
+- ``uniform``: K centroids i.i.d. uniform in the input cube [0, 1]^d (Than & Phan 2025).
+- ``heldout``: K centroids sampled without replacement from a held-out set (Than et al. code).
+  The held-out indices used are reported (:attr:`Partition.heldout_indices_used`) so they can be
+  excluded from held-out statistics (:meth:`Partition.heldout_statistics_mask`); a held-out
+  hybrid bound (``theorem_h``) that uses the same held-out set is then only a diagnostic.
+- ``projection``: a seeded random Gaussian projection ``z = x P`` with ``P`` in R^{d x p}, entries
+  N(0, 1/p), then centroids in the projected space: ``centroids="uniform"`` draws them uniformly
+  in the bounding box of the projected cube ``P^T [0,1]^d`` (coordinate j ranges over
+  ``[sum_i min(P_ij, 0), sum_i max(P_ij, 0)]``; in high dimension most such cells stay empty),
+  ``centroids="heldout"`` projects sampled held-out points.
+
+``label_pure=True`` splits every region by label: ``cell = region * num_classes + label``, so
+``K = regions x num_classes`` (empty cells included).
+
+**Independence from the training sample.** Every partition here is a function of the seed, the
+input dimension and (for ``heldout``) held-out data only; the training set is never looked at
+when the partition is built, and it is assigned with the raw [0, 1] pixels (no statistics fitted
+on it). This is what the concentration terms of spec §2 require. ``max_cell_diameter`` is
+unknown (``None``) for Voronoi cells: it is never estimated from observed points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
+from genbound.errors import UserInputError
+from genbound.partition.assign import CentroidIndex
+from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
+
+KINDS = ("uniform", "heldout", "projection")
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """What a partition is, fixed before any training data is seen (pre-registered).
+
+    ``regions``: number of centroids; ``K`` = regions (x num_classes if ``label_pure``).
+    ``projection_dim`` and ``centroids`` (``"uniform"`` or ``"heldout"``) apply to ``projection``.
+    """
+
+    kind: str
+    regions: int
+    seed: int = 0
+    label_pure: bool = False
+    num_classes: int | None = None
+    projection_dim: int | None = None
+    centroids: str = "uniform"
+    metric: str = "l2"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise UserInputError(f"partition kind must be one of {KINDS}; got {self.kind!r}")
+        if int(self.regions) < 1:
+            raise UserInputError(f"number of regions (centroids) must be >= 1; got {self.regions}")
+        if self.label_pure and (self.num_classes is None or self.num_classes < 2):
+            raise UserInputError("a label-pure partition needs num_classes >= 2")
+        if self.kind == "projection":
+            if self.projection_dim is None or self.projection_dim < 1:
+                raise UserInputError("a projection partition needs projection_dim >= 1")
+            if self.centroids not in ("uniform", "heldout"):
+                raise UserInputError(f"projection centroids must be 'uniform' or 'heldout'; got {self.centroids!r}")
+        if self.metric != "l2":
+            raise UserInputError(f"only metric='l2' (nearest centroid in Euclidean distance) is supported; got {self.metric!r}")
+
+    @property
+    def K(self) -> int:
+        """Total number of cells, empty ones included."""
+        return int(self.regions) * (int(self.num_classes) if self.label_pure else 1)
+
+    @property
+    def uses_heldout(self) -> bool:
+        return self.kind == "heldout" or (self.kind == "projection" and self.centroids == "heldout")
+
+
+class Partition:
+    """Centroids (and projection) of a built partition; assigns cell ids to any source."""
+
+    def __init__(self, spec: PartitionSpec, centroids: torch.Tensor, *, input_dim: int,
+                 projection: torch.Tensor | None = None, heldout_indices_used: np.ndarray | None = None,
+                 source: str = "") -> None:
+        self.spec = spec
+        self.centroids = centroids
+        self.projection = projection
+        self.input_dim = int(input_dim)
+        self.heldout_indices_used = (np.zeros(0, np.int64) if heldout_indices_used is None
+                                     else np.asarray(heldout_indices_used, np.int64))
+        self.source = source
+
+    @property
+    def K(self) -> int:
+        return self.spec.K
+
+    @property
+    def log_K(self) -> float:
+        return math.log(self.K)
+
+    max_cell_diameter = None
+    """Unknown for Voronoi cells (never estimated from points): no cell is ever proven from it."""
+
+    def record(self) -> dict[str, Any]:
+        """The partition spec as every result records it (spec/bounds.md §1)."""
+        return {**asdict(self.spec), "K": self.K, "log_K": self.log_K, "input_dim": self.input_dim,
+                "source": self.source, "max_cell_diameter": None,
+                "n_heldout_used": int(self.heldout_indices_used.size),
+                "heldout_indices_hash": array_hash(self.heldout_indices_used) if self.heldout_indices_used.size else None,
+                "independent_of_training_sample": True}
+
+    def heldout_statistics_mask(self, m: int) -> np.ndarray:
+        """bool[m]: held-out samples *not* used as centroids (use only these for held-out statistics)."""
+        mask = np.ones(m, dtype=bool)
+        mask[self.heldout_indices_used[self.heldout_indices_used < m]] = False
+        return mask
+
+    def _features(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        z = x.reshape(x.shape[0], -1).to(device, torch.float32)
+        if z.shape[1] != self.input_dim:
+            raise UserInputError(f"data have {z.shape[1]} features; this partition was built for {self.input_dim}")
+        if self.projection is not None:
+            z = z @ self.projection.to(device)
+        return z
+
+    def assign(self, source: DataSource, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
+               sample_block: int = 4096, centroid_block: int = 1024, progress_bar: bool = True) -> np.ndarray:
+        """Cell id of every sample of ``source`` (streamed in batches): int64[n] in [0, K)."""
+        dev = resolve_device(device)
+        index = CentroidIndex(self.centroids, device=dev, centroid_block=centroid_block)
+        parts: list[np.ndarray] = []
+        for x, y in progress(source.batches(batch_size), enabled=progress_bar, desc=f"assign cells {source.name}",
+                             total=source.num_batches(batch_size), unit="batch"):
+            region = index.assign(self._features(x, dev), sample_block=sample_block)
+            parts.append(self._cell(region, y.numpy()))
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def assign_arrays(self, x: Any, labels: Any = None, *, device: str | torch.device | None = None,
+                      sample_block: int = 4096, centroid_block: int = 1024) -> np.ndarray:
+        """Cell ids of in-memory points ``x`` ``[n, ...]`` (labels needed if label-pure)."""
+        dev = resolve_device(device)
+        index = CentroidIndex(self.centroids, device=dev, centroid_block=centroid_block)
+        region = index.assign(self._features(torch.as_tensor(x), dev), sample_block=sample_block)
+        return self._cell(region, None if labels is None else np.asarray(labels))
+
+    def _cell(self, region: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        if not self.spec.label_pure:
+            return region.astype(np.int64)
+        if labels is None:
+            raise UserInputError("a label-pure partition needs the labels of the points")
+        C = int(self.spec.num_classes)  # type: ignore[arg-type]
+        if labels.size and (labels.min() < 0 or labels.max() >= C):
+            raise UserInputError(f"labels must lie in [0, {C}) for this label-pure partition")
+        return region.astype(np.int64) * C + labels.astype(np.int64)
+
+
+def build_partition(spec: PartitionSpec, *, input_dim: int, heldout: DataSource | None = None,
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> Partition:
+    """Draw the centroids (and projection) of ``spec`` for inputs of ``input_dim`` features.
+
+    Randomness: the projection uses seed ``derive_seed(spec.seed, 1)``, uniform centroids
+    ``derive_seed(spec.seed, 0)``, the held-out choice ``numpy.random.default_rng(derive_seed(spec.seed, 2))``.
+    The training set is not an argument: the partition cannot depend on it.
+    """
+    d = int(input_dim)
+    if d < 1:
+        raise UserInputError("input_dim must be >= 1")
+    K = int(spec.regions)
+    projection = None
+    if spec.kind == "projection":
+        g = torch.Generator().manual_seed(derive_seed(spec.seed, 1))
+        p = int(spec.projection_dim)  # type: ignore[arg-type]
+        projection = torch.randn(d, p, generator=g) / math.sqrt(p)
+    heldout_used = None
+    if spec.uses_heldout:
+        if heldout is None or len(heldout) == 0:
+            raise UserInputError(f"a {spec.kind!r} partition needs held-out data to sample its centroids from")
+        if heldout.dim != d:
+            raise UserInputError(f"held-out data have {heldout.dim} features, expected {d}")
+        if K > len(heldout):
+            raise UserInputError(f"cannot sample {K} centroids from {len(heldout)} held-out samples; lower K")
+        rng = np.random.default_rng(derive_seed(spec.seed, 2))
+        heldout_used = np.sort(rng.choice(len(heldout), size=K, replace=False)).astype(np.int64)
+        chunks = []
+        for s in range(0, K, batch_size):
+            x, _ = heldout.get(heldout_used[s:s + batch_size])
+            z = x.reshape(x.shape[0], -1).to(torch.float32)
+            chunks.append(z @ projection if projection is not None else z)
+        centroids = torch.cat(chunks)
+        source = f"heldout:{heldout.name}"
+    else:
+        g = torch.Generator().manual_seed(derive_seed(spec.seed, 0))
+        if projection is None:
+            centroids = torch.rand(K, d, generator=g)
+            source = f"uniform [0,1]^{d}"
+        else:
+            lo, hi = projection.clamp(max=0).sum(0), projection.clamp(min=0).sum(0)
+            centroids = lo + (hi - lo) * torch.rand(K, projection.shape[1], generator=g)
+            source = f"uniform in the bounding box of P^T [0,1]^{d}"
+    return Partition(spec, centroids.contiguous(), input_dim=d, projection=projection,
+                     heldout_indices_used=heldout_used, source=source)

@@ -1,0 +1,79 @@
+"""Small helpers shared by the torch layers: devices, seeds, progress bars, array checks.
+
+Nothing here is specific to one layer; ``genbound/bounds`` never imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable, Iterator, TypeVar
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genbound.errors import UserInputError
+
+T = TypeVar("T")
+
+_MASK64 = (1 << 64) - 1
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """PyTorch-style device argument: ``None`` means CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UserInputError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"device {device!r} asked for but CUDA is not available; use device='cpu'")
+    return dev
+
+
+def derive_seed(*parts: int) -> int:
+    """Deterministic 63-bit seed from integers (SplitMix64 mixing of each part in order).
+
+    Used to give every (sample index, kappa index, restart, ...) its own random stream, so a
+    sample's random draws do not depend on which other samples share its batch.
+    """
+    z = 0x9E3779B97F4A7C15
+    for p in parts:
+        z = (z + (int(p) & _MASK64) + 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z = z ^ (z >> 31)
+    return z & ((1 << 63) - 1)
+
+
+def generator(seed: int, *parts: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`derive_seed` ``(seed, *parts)``."""
+    g = torch.Generator()
+    g.manual_seed(derive_seed(seed, *parts))
+    return g
+
+
+def progress(iterable: Iterable[T], *, enabled: bool = True, desc: str | None = None,
+             total: int | None = None, unit: str = "it") -> Iterator[T]:
+    """tqdm progress bar over ``iterable``; ``enabled=False`` turns it off."""
+    return iter(tqdm(iterable, desc=desc, total=total, unit=unit, disable=not enabled,
+                     leave=False, dynamic_ncols=True))
+
+
+def array_hash(a: Any) -> str:
+    """Short SHA-256 of an integer array (used to record which indices a split/partition used)."""
+    arr = np.ascontiguousarray(np.asarray(a, dtype=np.int64))
+    return "sha256:" + hashlib.sha256(arr.tobytes()).hexdigest()[:16]
+
+
+def check_kappas(kappas: Iterable[float]) -> np.ndarray:
+    """Validate a kappa grid: finite, in [0, 1] pixel units, strictly ascending; returns float64[J]."""
+    k = np.asarray(list(kappas) if not isinstance(kappas, np.ndarray) else kappas, dtype=np.float64).reshape(-1)
+    if k.size == 0:
+        raise UserInputError("the kappa grid is empty; give at least one radius, e.g. kappas=[2/255]")
+    if not np.all(np.isfinite(k)) or np.any(k < 0) or np.any(k > 1):
+        raise UserInputError(f"kappas must lie in [0, 1] (pixel units before normalization); got {k.tolist()}")
+    if np.any(np.diff(k) <= 0):
+        raise UserInputError(f"kappas must be strictly ascending; got {k.tolist()} (sort them and drop duplicates)")
+    return k
