@@ -16,10 +16,14 @@ from genbound.errors import UserInputError
 
 # Order here is the order shown by ``genbound --help``.
 COMMANDS: dict[str, str] = {
+    "demo": "genbound.commands.demo",
+    "evaluate": "genbound.commands.evaluate",
     "bounds": "genbound.commands.bounds",
 }
 
 _HELP: dict[str, str] = {
+    "demo": "the whole pipeline on shipped data and reference models (--quick: about a minute)",
+    "evaluate": "every bound for your own models and data, described by a TOML file",
     "bounds": "compute every bound of the spec from a per-sample statistics file (.npz)",
 }
 

@@ -97,8 +97,10 @@ def save_stats_npz(path: str | os.PathLike, stats: list[SampleStats] | SampleSta
     """Write statistics so that :func:`load_stats_npz` returns them (``<model>/`` prefixes for several)."""
     items = [stats] if isinstance(stats, SampleStats) else list(stats)
     out: dict[str, np.ndarray] = {}
+    names = [s.model for s in items]
     for s in items:
-        pre = f"{s.model}/" if len(items) > 1 else ""
+        tag = s.model if names.count(s.model) == 1 else f"{s.model}@K={s.K if s.K is not None else 'e^%.6g' % s.log_K}"
+        pre = f"{tag}/" if len(items) > 1 else ""
         out.update({
             pre + "train_cell": s.train_cell, pre + "train_loss": s.train_loss, pre + "train_stable": s.train_stable,
             pre + "heldout_cell": s.heldout_cell, pre + "heldout_loss": s.heldout_loss, pre + "kappas": s.kappas,

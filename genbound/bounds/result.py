@@ -133,7 +133,7 @@ class BoundReport:
         lines: list[str] = []
         for meta in self.models:
             model = meta["model"]
-            rows = [r for r in self.results if r.model == model]
+            rows = [r for r in self.results if r.model == model and r.log_K == meta["log_K"]]
             kappas = meta["kappas"]
             he = meta.get("heldout_error")
             lines.append(

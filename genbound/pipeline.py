@@ -1,0 +1,311 @@
+"""The flow of ``DESIGN.md``: data -> models -> collect -> partition -> stability -> bounds.
+
+:func:`evaluate` runs it for one or more models on a training and a held-out source and returns an
+:class:`Evaluation` (``table()``, ``save(dir)``). With ``cache_dir`` every expensive step (cell
+assignment per partition, stability flags per model) is saved as it finishes and reused by a
+rerun with the same inputs, so a killed run loses at most the step in progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from genbound import __version__
+from genbound.bounds import BoundReport, SampleStats, compute_bounds, save_stats_npz
+from genbound.collect import collect
+from genbound.config import Config, to_toml
+from genbound.data.source import DataSource
+from genbound.errors import UserInputError
+from genbound.partition import Partition, PartitionSpec, build_partition
+from genbound.stability import stability_flags
+
+
+def _fingerprint(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(np.ascontiguousarray(p).tobytes())
+        elif isinstance(p, torch.Tensor):
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Hash of every parameter and buffer (names and values)."""
+    sd = model.state_dict()
+    return _fingerprint(sorted(sd), *(sd[k] for k in sorted(sd)))
+
+
+def source_fingerprint(source: DataSource) -> str:
+    """Hash of a source's identity: name, size, labels and a probe of its first and last inputs."""
+    idx = np.unique(np.array([0, len(source) - 1]))
+    x, _ = source.get(idx)
+    return _fingerprint(source.name, len(source), source.labels, x)
+
+
+def _save_npz_atomic(path: str, **arrays: Any) -> None:
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@dataclass
+class ModelInput:
+    """One model with the data it is judged on (its own labels, e.g. for a memorization model)."""
+
+    name: str
+    model: nn.Module
+    train: DataSource
+    heldout: DataSource | None
+
+
+@dataclass
+class Evaluation:
+    """Everything a run computed: the bound report, the per-sample statistics, and the records."""
+
+    report: BoundReport
+    stats: list[SampleStats]
+    config: Config
+    records: dict[str, Any] = field(default_factory=dict)
+    best_over_grid: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The results table (one block per model and partition size), then the best over the K grid."""
+        lines = [self.report.table()]
+        if self.best_over_grid:
+            lines.append("")
+            lines.append(f"best certified value over the K grid {list(self.config.K)} (delta split: "
+                         f"{self.config.delta:g}/{len(self.config.K)} per partition, spec §5):")
+            for b in self.best_over_grid:
+                lines.append(f"  {b['model']:<16} {b['name']:<11} {b['value']:.4f}  (K={b['K']}, kappa={b['kappa']})")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = self.report.to_dict()
+        doc["best_over_grid"] = self.best_over_grid
+        doc["config"] = self.config.to_dict()
+        doc["run"] = self.records
+        return doc
+
+    def save(self, out_dir: str | os.PathLike, *, plots: bool = True) -> dict[str, str]:
+        """Write ``result.json``, ``samples.npz``, ``config.toml``, ``versions.json``, plots and
+        ``report.html`` into ``out_dir``; returns the paths written."""
+        out = os.fspath(out_dir)
+        os.makedirs(out, exist_ok=True)
+        paths = {"result": os.path.join(out, "result.json"), "samples": os.path.join(out, "samples.npz"),
+                 "config": os.path.join(out, "config.toml"), "versions": os.path.join(out, "versions.json")}
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=out)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, paths["result"])
+        save_stats_npz(paths["samples"], self.stats)
+        sections: dict[str, Any] = {"bounds": self.config.to_dict()}
+        for key in ("data", "models"):
+            if key in self.records:
+                sections[key] = self.records[key]
+        with open(paths["config"], "w") as fh:
+            fh.write(to_toml(_toml_safe(sections)))
+        with open(paths["versions"], "w") as fh:
+            json.dump(software_versions(), fh, indent=2)
+        if plots:
+            from genbound.report import write_plots, write_html
+            paths.update(write_plots(self, os.path.join(out, "plots")))
+            paths["html"] = write_html(self, out, paths)
+        return paths
+
+
+def _toml_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _toml_safe(x) for k, x in v.items() if x is not None}
+    if isinstance(v, (list, tuple)):
+        return [_toml_safe(x) for x in v if x is not None]
+    if isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)
+
+
+def software_versions() -> dict[str, str]:
+    import scipy
+    return {"genbound": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform()}
+
+
+def _as_inputs(models: Any, train: DataSource, heldout: DataSource | None) -> list[ModelInput]:
+    if isinstance(models, nn.Module):
+        models = {"model": models}
+    if isinstance(models, Mapping):
+        items = list(models.items())
+    else:
+        items = [(m.name, m) if isinstance(m, ModelInput) else m for m in models]
+    out = []
+    for name, m in items:
+        if isinstance(m, ModelInput):
+            out.append(m)
+        elif isinstance(m, nn.Module):
+            out.append(ModelInput(str(name), m, train, heldout))
+        else:
+            raise UserInputError(f"model {name!r} is a {type(m).__name__}, not a torch.nn.Module")
+    names = [m.name for m in out]
+    if len(set(names)) != len(names) or not names:
+        raise UserInputError(f"give at least one model, with unique names; got {names}")
+    return out
+
+
+def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSource, heldout: DataSource | None,
+             config: Config | None = None, *, cache_dir: str | None = None) -> Evaluation:
+    """Every bound of the spec for each model, per kappa and per K.
+
+    Parameters
+    ----------
+    models:
+        A module, ``{name: module}``, or a list of :class:`ModelInput` (a model with its own data,
+        e.g. one trained on partially random labels and judged on labels corrupted the same way).
+        Models take [0, 1] pixels (wrap with :func:`genbound.models.with_normalization`).
+    train, heldout:
+        The exact training set of the models (eval preprocessing, no augmentation) and a held-out
+        set disjoint from it (``None``: the held-out results are left out).
+    config:
+        :class:`genbound.config.Config`.
+    cache_dir:
+        Where finished steps are saved and looked up (resume after a crash).
+    """
+    cfg = config or Config()
+    inputs = _as_inputs(models, train, heldout)
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+    t0 = time.perf_counter()
+    kappas = np.asarray(cfg.kappas, dtype=np.float64)
+    partitions = _build_partitions(cfg, train, heldout)
+    cell_cache: dict[tuple[int, str], np.ndarray] = {}
+    reports: list[BoundReport] = []
+    stats_all: list[SampleStats] = []
+    grid_reports: list[BoundReport] = []
+    evidence: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
+    for mi in inputs:
+        tr = collect(mi.model, mi.train, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
+        ho = (collect(mi.model, mi.heldout, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
+              if mi.heldout is not None and len(mi.heldout) else None)
+        stab = _stability(mi, kappas, cfg, cache_dir)
+        if not np.array_equal(stab["pred"], tr.pred):
+            raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
+                               "(non-deterministic model?)")
+        evidence[mi.name] = stab["evidence"]
+        errors[mi.name] = {"train_error": tr.error, "heldout_error": None if ho is None else ho.error,
+                           "train_source": mi.train.describe(), "heldout_source": None if mi.heldout is None else mi.heldout.describe()}
+        for K, part in partitions.items():
+            tc = _cells(part, mi.train, cfg, cache_dir, cell_cache)
+            hc = hl = np.zeros(0, np.int64)
+            if ho is not None:
+                keep = part.heldout_statistics_mask(len(mi.heldout))
+                hc = _cells(part, mi.heldout, cfg, cache_dir, cell_cache)[keep]
+                hl = ho.loss[keep]
+            s = SampleStats(
+                train_cell=tc, train_loss=tr.loss, train_stable=stab["stable"], kappas=kappas, heldout_cell=hc,
+                heldout_loss=hl, K=part.K, model=mi.name, stability_method=cfg.stability, stability_sound=False,
+                norm=cfg.norm, label_pure=cfg.label_pure, max_cell_diameter=part.max_cell_diameter,
+                partition={k: v for k, v in part.record().items() if k not in ("label_pure", "max_cell_diameter")},
+                partition_uses_heldout=part.spec.uses_heldout,
+            )
+            stats_all.append(s)
+            reports.append(compute_bounds(s, cfg.delta))
+            if len(partitions) > 1:
+                grid_reports.append(compute_bounds(s, cfg.delta / len(partitions)))
+    report = BoundReport.merge(reports)
+    records = {
+        "models": [{"name": mi.name, **getattr(mi.model, "genbound_model", {}),
+                    **({"training": _jsonable(mi.model.genbound_training)} if hasattr(mi.model, "genbound_training") else {}),
+                    "fingerprint": model_fingerprint(mi.model), **errors[mi.name]} for mi in inputs],
+        "stability": evidence,
+        "partitions": {str(K): p.record() for K, p in partitions.items()},
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "versions": software_versions(),
+    }
+    return Evaluation(report, stats_all, cfg, records, _best_over_grid(grid_reports, len(partitions), cfg.delta))
+
+
+def _jsonable(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=str))
+
+
+def _build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None) -> dict[int, Partition]:
+    out = {}
+    for K in cfg.K:
+        spec = PartitionSpec(kind=cfg.partition, regions=K, seed=cfg.partition_seed, label_pure=cfg.label_pure,
+                             num_classes=train.num_classes if cfg.label_pure else None,
+                             projection_dim=cfg.projection_dim if cfg.partition == "projection" else None)
+        out[K] = build_partition(spec, input_dim=train.dim, heldout=heldout, batch_size=cfg.batch_size)
+    return out
+
+
+def _cells(part: Partition, source: DataSource, cfg: Config, cache_dir: str | None,
+           memo: dict[tuple[int, str], np.ndarray]) -> np.ndarray:
+    key = (part.K, source_fingerprint(source) + _fingerprint(part.record()))
+    if key in memo:
+        return memo[key]
+    path = os.path.join(cache_dir, f"cells-K{part.K}-{key[1]}.npz") if cache_dir else None
+    if path and os.path.exists(path):
+        cells = np.load(path)["cells"]
+    else:
+        cells = part.assign(source, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
+        if path:
+            _save_npz_atomic(path, cells=cells)
+    memo[key] = cells
+    return cells
+
+
+def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"method": cfg.stability, "seed": cfg.stability_seed, "batch_size": cfg.batch_size,
+                              "device": cfg.device, "progress_bar": cfg.progress}
+    if cfg.stability == "pgd":
+        params.update(norm=cfg.norm, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts)
+    else:
+        params.update(kind=cfg.norm, draws=cfg.noise_draws)
+    key = _fingerprint(model_fingerprint(mi.model), source_fingerprint(mi.train), kappas,
+                       {k: v for k, v in params.items() if k not in ("device", "progress_bar", "batch_size")})
+    path = os.path.join(cache_dir, f"stability-{mi.name}-{key}.npz") if cache_dir else None
+    if path and os.path.exists(path):
+        z = np.load(path)
+        return {"stable": z["stable"], "pred": z["pred"], "evidence": json.loads(str(z["evidence"]))}
+    method = params.pop("method")
+    res = stability_flags(mi.model, mi.train, kappas, method=method, **params)
+    evidence = _jsonable(res.evidence)
+    if path:
+        _save_npz_atomic(path, stable=res.stable, pred=res.pred, evidence=np.str_(json.dumps(evidence)))
+    return {"stable": res.stable, "pred": res.pred, "evidence": evidence}
+
+
+def _best_over_grid(reports: list[BoundReport], G: int, delta: float) -> list[dict[str, Any]]:
+    """Smallest certified value per (model, name) over every partition of the grid and every kappa,
+    each computed at delta / G (union bound over the G partitions; kappas on one partition are free)."""
+    best: dict[tuple[str, str], Any] = {}
+    for rep in reports:
+        for r in rep.results:
+            if r.kind != "certified" or r.value is None or r.name == "holdout_cp":
+                continue
+            key = (r.model, r.name)
+            if key not in best or r.value < best[key].value:
+                best[key] = r
+    return [{"model": m, "name": nm, "value": r.value, "K": r.K, "log_K": r.log_K, "kappa": r.kappa, "delta": delta,
+             "delta_per_partition": delta / G, "note": f"minimum over {G} partitions (delta split evenly) and the kappa grid"}
+            for (m, nm), r in best.items()]
