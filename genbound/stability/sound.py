@@ -470,10 +470,13 @@ def _margin_matrix(pred: torch.Tensor, nclass: int, dtype) -> torch.Tensor:
     return C[keep].reshape(B, nclass - 1, nclass)
 
 
-def margin_lower_bounds(net: _Net, x0, pred, inset: _InputSet, method: str, max_rows: int = 4096):
+def margin_lower_bounds(
+    net: _Net, x0, pred, inset: _InputSet, method: str, max_rows: int = 4096, intermediate: str = "crown"
+):
     """Lower bounds ``[B, nclass-1]`` on the margins ``z_c - z_j`` over ``inset`` (IBP and CROWN).
 
     Returns ``(ibp_lb, crown_lb)``; ``crown_lb`` is None when ``method == "ibp"``.
+    ``intermediate="ibp"`` skips the CROWN tightening of pre-activation bounds (cheaper).
     """
     nodes = net.nodes
     out = len(nodes) - 1
@@ -496,7 +499,7 @@ def margin_lower_bounds(net: _Net, x0, pred, inset: _InputSet, method: str, max_
     relu_inputs = {nd.inputs[0] for nd in nodes if nd.kind == "relu"}
     for i in range(1, len(nodes)):
         tb[i] = _ibp_node(nodes[i], tb)
-        if i in relu_inputs and nodes[i].kind != "input":
+        if intermediate == "crown" and i in relu_inputs and nodes[i].kind != "input":
             tb[i] = _crown_tighten(net, i, tb, inset, max_rows)
     crown_lb = _backward(net, out, C, tb, inset)
     return ibp_lb, crown_lb
@@ -522,7 +525,7 @@ def _crown_tighten(net: _Net, i: int, tb, inset: _InputSet, max_rows: int):
     # per-sample indices of unstable neurons, padded with a valid index
     order = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :m]
     valid = torch.arange(m, device=lo.device).unsqueeze(0) < counts.unsqueeze(1)
-    chunk = max(1, max_rows // 2)
+    chunk = max(1, max_rows // (2 * B))  # rows of one back-substitution, over the whole batch
     for s in range(0, m, chunk):
         idx = order[:, s : s + chunk]
         val = valid[:, s : s + chunk]
@@ -772,6 +775,7 @@ def sound_stability(
     device=None,
     progress: bool = True,
     max_rows: int = 4096,
+    intermediate: str = "crown",
     exact_max_lps: int = 20000,
 ) -> SoundStabilityResult:
     """Prove per-sample stability of ``model``'s prediction in kappa-balls (see module docstring).
@@ -785,12 +789,20 @@ def sound_stability(
     norm : ``"linf"`` or ``"l2"``. method : ``"ibp"``, ``"crown"`` (combined) or ``"exact"``.
     domain : ``(lo, hi)`` the input domain intersected with every ball, or None for all of R^d.
     rtol : certified iff every margin lower bound > ``rtol * (1 + max_j |z_j(x)|)``.
-    max_rows : cap on rows of one back-substitution (memory knob for CROWN intermediates).
+    max_rows : cap on rows (over the batch) of one back-substitution: the memory knob of CROWN
+        intermediates (memory ~ max_rows x largest activation size x 8 bytes).
+    intermediate : ``"crown"`` (default: CROWN bounds for the neurons IBP leaves unstable,
+        intersected with IBP) or ``"ibp"`` (IBP intermediates only; much cheaper on large conv
+        nets, still sound, looser).
 
     Returns :class:`SoundStabilityResult` with ``stable`` bool[n, J] (monotone in kappa) and
     ``evidence`` (method, sound=True, norm, tolerance, per-kappa counts, status, reason).
     """
     x, k = _validate(x, kappas, norm, method, domain)
+    if intermediate not in ("crown", "ibp"):
+        raise UserInputError(f"intermediate must be 'crown' or 'ibp', got {intermediate!r}")
+    if int(batch_size) < 1 or int(max_rows) < 2:
+        raise UserInputError("batch_size must be >= 1 and max_rows >= 2")
     n, J = x.shape[0], k.size
     stable = np.zeros((n, J), dtype=bool)
     margin_lb = np.full((n, J), np.nan)
@@ -804,7 +816,9 @@ def sound_stability(
         "tolerance": {"rtol": float(rtol), "rule": "margin lower bound > rtol * (1 + max_j |logit_j(x)|)"},
         "radius_inflation": RADIUS_INFLATION,
         "arithmetic": "float64",
-        "intermediate_bounds": None if method == "ibp" else "crown (unstable neurons) intersected with ibp",
+        "intermediate_bounds": None
+        if method == "ibp"
+        else ("crown (unstable neurons) intersected with ibp" if intermediate == "crown" else "ibp"),
         "relu_relaxation": None if method == "ibp" else "upper: chord; lower: adaptive slope (1 if u >= -l else 0)",
         "status": "verified",
         "unsupported_reason": None,
@@ -849,7 +863,8 @@ def sound_stability(
                 idx = alive[s : s + batch_size]
                 xb = x[idx]
                 ok, lbs, st = _certify_batch(
-                    net, model, xb, kap, norm, method, domain, rtol, model_device, param_dtype, max_rows, exact_max_lps
+                    net, model, xb, kap, norm, method, domain, rtol, model_device, param_dtype, max_rows,
+                    exact_max_lps, intermediate,
                 )
                 if ok is None:  # forward mismatch: model not what the structure says
                     evidence["status"] = "unverified"
@@ -882,7 +897,7 @@ def sound_stability(
     return SoundStabilityResult(stable, evidence, margin_lb, status)
 
 
-def _certify_batch(net, model, xb, kap, norm, method, domain, rtol, device, param_dtype, max_rows, max_lps):
+def _certify_batch(net, model, xb, kap, norm, method, domain, rtol, device, param_dtype, max_rows, max_lps, intermediate):
     x64 = xb.to(device=device, dtype=torch.float64)
     with torch.no_grad():
         vals = net.forward(x64)
@@ -926,7 +941,9 @@ def _certify_batch(net, model, xb, kap, norm, method, domain, rtol, device, para
         hi = hi.clamp(max=float(domain[1]))
     inset = _InputSet(x64, lo, hi, norm, eps)
     with torch.no_grad():
-        ibp_lb, crown_lb = margin_lower_bounds(net, x64, pred, inset, "ibp" if method == "ibp" else "crown", max_rows)
+        ibp_lb, crown_lb = margin_lower_bounds(
+            net, x64, pred, inset, "ibp" if method == "ibp" else "crown", max_rows, intermediate
+        )
     lb = ibp_lb if crown_lb is None else torch.maximum(ibp_lb, crown_lb)
     worst = lb.min(1).values
     ok = ((worst > tol).cpu().numpy()) & agree
