@@ -32,11 +32,13 @@ def noise_stability(model: nn.Module, source: DataSource, kappas, *, kind: str =
                     seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE, eval_batch: int = 4096,
                     device: str | torch.device | None = None, progress_bar: bool = True) -> StabilityResult:
     """Stable flags bool[n, J] for the whole kappa grid from Q = ``draws`` random perturbations."""
-    k = check_kappas(kappas)
     if kind not in ("linf", "l2", "gaussian"):
         raise UserInputError(f"noise kind must be 'linf', 'l2' or 'gaussian'; got {kind!r}")
     if draws < 1 or batch_size < 1 or eval_batch < 1:
         raise UserInputError("draws, batch_size and eval_batch must be >= 1")
+    d = source.dim
+    k = check_kappas(kappas, upper=1.0 if kind == "linf" else (float(np.sqrt(d)) if kind == "l2" else float("inf")),
+                     norm=kind)
     dev = resolve_device(device)
     model = model.to(dev)
     n, J = len(source), k.size

@@ -5,6 +5,8 @@ radius kappa (l_inf or l_2, [0, 1] pixel units before normalization), each resta
 random point of the ball (uniform; the same sampler as the noise engine), clipped to [0, 1], and
 takes ``steps`` ascent steps on the cross-entropy ``CE(f(x'), c)``:
 
+Radii: l_inf kappa in [0, 1]; l_2 kappa in [0, sqrt(d)] (the cube's diameter).
+
 - l_inf: ``x' <- clip_[0,1]( Proj_{||x'-x||_inf <= kappa}( x' + alpha * sign(grad) ) )``
 - l_2:   ``x' <- clip_[0,1]( Proj_{||x'-x||_2 <= kappa}( x' + alpha * grad / ||grad||_2 ) )``
   (clipping to the cube after the ball projection keeps x' in the ball because x is in the cube)
@@ -66,13 +68,15 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas, *, norm: str = "
     ``step_size``: absolute step in pixel units for every kappa; default
     ``rel_step_size * kappa / steps`` (2.5 kappa / steps).
     """
-    k = check_kappas(kappas)
     if norm not in ("linf", "l2"):
         raise UserInputError(f"PGD norm must be 'linf' or 'l2'; got {norm!r}")
     if steps < 0 or restarts < 1 or batch_size < 1:
         raise UserInputError("need steps >= 0, restarts >= 1, batch_size >= 1")
     if step_size is not None and step_size <= 0:
         raise UserInputError(f"step_size must be positive; got {step_size}")
+    d = source.dim
+    k = check_kappas(kappas, upper=1.0 if norm == "linf" else (float(np.sqrt(d)) if norm == "l2" else float("inf")),
+                     norm=norm)
     alphas = [float(step_size) if step_size is not None else rel_step_size * float(kp) / max(steps, 1) for kp in k]
     dev = resolve_device(device)
     model = model.to(dev)
