@@ -47,6 +47,11 @@ def derive_seed(*parts: int) -> int:
     return z & ((1 << 63) - 1)
 
 
+def float_key(value: float) -> int:
+    """The IEEE-754 bit pattern of ``float(value)`` as an int (to seed a stream by a radius's value)."""
+    return int(np.float64(value).view(np.int64))
+
+
 def generator(seed: int, *parts: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with :func:`derive_seed` ``(seed, *parts)``."""
     g = torch.Generator()

@@ -22,8 +22,9 @@ not attacked again. Flags are monotone non-increasing in kappa. ``early_exit=Fal
 carry_flips=False`` runs every step of every restart on every sample at every kappa (the
 reference a benchmark compares against; its flags need not be monotone).
 
-Randomness: the random start of (sample i, kappa index j, restart r) comes from a generator
-seeded with ``derive_seed(seed, i, j, r)``, so it does not depend on the batch or on early exit;
+Randomness: the random start of (sample i, radius kappa, restart r) comes from a generator seeded
+with ``derive_seed(seed, i, bits(kappa), r)`` (bits = the float64 bit pattern), so it does not
+depend on the batch, on early exit, or on the other radii of the grid;
 early-exit and full runs start from the same points and follow the same iterates until the first
 flip. Model evaluations are counted in samples (one input through one forward or backward pass);
 weight gradients are never computed (parameters are frozen during the attack).
@@ -42,7 +43,7 @@ from genbound.collect import eval_mode
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
 from genbound.stability.base import UNITS, EvalCounter, StabilityResult, frozen_parameters, sample_ball
-from genbound.torch_utils import check_kappas, generator, progress, resolve_device
+from genbound.torch_utils import check_kappas, float_key, generator, progress, resolve_device
 
 
 def _step(x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, kappa: float, alpha: float, norm: str) -> torch.Tensor:
@@ -105,7 +106,7 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas, *, norm: str = "
                     ids = torch.nonzero(act).flatten()
                     if ids.numel() == 0:
                         break
-                    start = torch.stack([sample_ball(norm, float(kappa), 1, shape, generator(seed, offset + int(i), j, r))[0]
+                    start = torch.stack([sample_ball(norm, float(kappa), 1, shape, generator(seed, offset + int(i), float_key(kappa), r))[0]
                                          for i in ids]).to(dev)
                     xs = x[ids.to(dev)]
                     x_adv = (xs + start).clamp_(0.0, 1.0)
@@ -141,8 +142,8 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas, *, norm: str = "
                 "step_size": float(step_size) if step_size is not None else f"{rel_step_size} * kappa / steps",
                 "step_sizes": alphas, "random_start": f"uniform in the {norm} ball, clipped to [0,1]",
                 "target": "predicted label (untargeted)", "loss": "cross-entropy w.r.t. the predicted label",
-                "seed": int(seed), "seed_scheme": "random start of (sample i, kappa index j, restart r) from a "
-                "torch.Generator seeded with derive_seed(seed, i, j, r)", "early_exit": bool(early_exit),
+                "seed": int(seed), "seed_scheme": "random start of (sample i, radius kappa, restart r) from a "
+                "torch.Generator seeded with derive_seed(seed, i, float64 bits of kappa, r)", "early_exit": bool(early_exit),
                 "carry_flips": bool(carry_flips), "clip": [0.0, 1.0], "batch_size": int(batch_size), "n": int(n),
                 "model_evals": counter.as_dict(), "wall_s": round(time.perf_counter() - t0, 3), "device": str(dev)}
     return StabilityResult(stable=~unstable, kappas=k, pred=preds, evidence=evidence)
