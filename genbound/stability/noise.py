@@ -15,6 +15,7 @@ batch size, on which samples were already unstable, or on the other radii of the
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from genbound.torch_utils import check_kappas, float_key, generator, progress, r
 
 
 @torch.no_grad()
-def noise_stability(model: nn.Module, source: DataSource, kappas, *, kind: str = "linf", draws: int = 32,
+def noise_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] | np.ndarray, *, kind: str = "linf", draws: int = 32,
                     seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE, eval_batch: int = 4096,
                     device: str | torch.device | None = None, progress_bar: bool = True) -> StabilityResult:
     """Stable flags bool[n, J] for the whole kappa grid from Q = ``draws`` random perturbations."""

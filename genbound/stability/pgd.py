@@ -33,6 +33,7 @@ weight gradients are never computed (parameters are frozen during the attack).
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ def _step(x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, kappa: float
     return x_new.clamp_(0.0, 1.0)
 
 
-def pgd_stability(model: nn.Module, source: DataSource, kappas, *, norm: str = "linf", steps: int = 10,
+def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] | np.ndarray, *, norm: str = "linf", steps: int = 10,
                   restarts: int = 1, step_size: float | None = None, rel_step_size: float = 2.5, seed: int = 0,
                   early_exit: bool = True, carry_flips: bool = True, batch_size: int = DEFAULT_BATCH_SIZE,
                   device: str | torch.device | None = None, progress_bar: bool = True) -> StabilityResult:
