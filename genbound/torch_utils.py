@@ -47,6 +47,11 @@ def derive_seed(*parts: int) -> int:
     return z & ((1 << 63) - 1)
 
 
+def float_key(value: float) -> int:
+    """The IEEE-754 bit pattern of ``float(value)`` as an int (to seed a stream by a radius's value)."""
+    return int(np.float64(value).view(np.int64))
+
+
 def generator(seed: int, *parts: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with :func:`derive_seed` ``(seed, *parts)``."""
     g = torch.Generator()
@@ -67,13 +72,18 @@ def array_hash(a: Any) -> str:
     return "sha256:" + hashlib.sha256(arr.tobytes()).hexdigest()[:16]
 
 
-def check_kappas(kappas: Iterable[float]) -> np.ndarray:
-    """Validate a kappa grid: finite, in [0, 1] pixel units, strictly ascending; returns float64[J]."""
+def check_kappas(kappas: Iterable[float], *, upper: float = 1.0, norm: str = "linf") -> np.ndarray:
+    """Validate a kappa grid: finite, in [0, upper] pixel units, strictly ascending; returns float64[J].
+
+    ``upper`` is 1 for l_inf radii (pixels live in [0, 1]); an l_2 radius may reach the cube's
+    diameter sqrt(d), which the engines pass as ``upper``.
+    """
     k = np.asarray(list(kappas) if not isinstance(kappas, np.ndarray) else kappas, dtype=np.float64).reshape(-1)
     if k.size == 0:
         raise UserInputError("the kappa grid is empty; give at least one radius, e.g. kappas=[2/255]")
-    if not np.all(np.isfinite(k)) or np.any(k < 0) or np.any(k > 1):
-        raise UserInputError(f"kappas must lie in [0, 1] (pixel units before normalization); got {k.tolist()}")
+    if not np.all(np.isfinite(k)) or np.any(k < 0) or np.any(k > upper):
+        raise UserInputError(f"{norm} kappas must lie in [0, {upper:.4g}] (pixel units before normalization); "
+                             f"got {k.tolist()}")
     if np.any(np.diff(k) <= 0):
         raise UserInputError(f"kappas must be strictly ascending; got {k.tolist()} (sort them and drop duplicates)")
     return k

@@ -12,6 +12,15 @@ from genbound.errors import UserInputError
 from genbound.stability import noise_stability, pgd_stability, sample_ball, stability_flags
 from genbound.torch_utils import generator
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one thread avoids OpenMP contention on a shared CPU; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 D = 16
 KAPPAS = np.geomspace(0.004, 0.3, 14)
 
@@ -207,3 +216,17 @@ def test_small_cnn_early_exit_covers_full_attack_and_spec_arrays():
                       "train_stable": (np.bool_, (40, 4)), "heldout_cell": (np.int64, (30,)),
                       "heldout_loss": (np.uint8, (30,))}
     assert np.array_equal(fast.pred, collect(model, train, device="cpu", progress_bar=False).pred)
+
+
+def test_random_draws_depend_on_the_radius_not_its_position_in_the_grid():
+    model, _, _ = linear_binary()
+    src = interior_points(60)
+    kw = dict(steps=2, seed=3, device="cpu", progress_bar=False, carry_flips=False)
+    wide = pgd_stability(model, src, [0.01, 0.03, 0.05], **kw)
+    alone = pgd_stability(model, src, [0.03], **kw)
+    assert np.array_equal(wide.stable[:, 1], alone.stable[:, 0])
+    nw = noise_stability(model, src, [0.01, 0.05, 0.2], draws=4, seed=1, device="cpu", progress_bar=False)
+    alone = noise_stability(model, src, [0.05], draws=4, seed=1, device="cpu", progress_bar=False)
+    tested = nw.stable[:, 0]  # samples not already carried as unstable from 0.01 are drawn exactly as alone
+    assert tested.sum() > 30
+    assert np.array_equal(nw.stable[tested, 1], alone.stable[tested, 0])

@@ -62,7 +62,8 @@ def train_classifier(model: nn.Module, source: DataSource, *, epochs: int = 5, l
     loss_fn = nn.CrossEntropyLoss()
     t0 = time.perf_counter()
     mean_loss, acc = float("nan"), float("nan")
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[dev.index if dev.index is not None else torch.cuda.current_device()]
+                               if dev.type == "cuda" else []):
         torch.manual_seed(seed)  # dropout or other stochastic layers, if the model has any
         model.train()
         for epoch in range(epochs):

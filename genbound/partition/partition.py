@@ -91,6 +91,7 @@ class Partition:
         self.spec = spec
         self.centroids = centroids
         self.projection = projection
+        self._proj_dev: torch.Tensor | None = None
         self.input_dim = int(input_dim)
         self.heldout_indices_used = (np.zeros(0, np.int64) if heldout_indices_used is None
                                      else np.asarray(heldout_indices_used, np.int64))
@@ -126,7 +127,9 @@ class Partition:
         if z.shape[1] != self.input_dim:
             raise UserInputError(f"data have {z.shape[1]} features; this partition was built for {self.input_dim}")
         if self.projection is not None:
-            z = z @ self.projection.to(device)
+            if self._proj_dev is None or self._proj_dev.device != z.device:
+                self._proj_dev = self.projection.to(device)
+            z = z @ self._proj_dev
         return z
 
     def assign(self, source: DataSource, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,

@@ -8,8 +8,9 @@ All return a :class:`StabilityResult` (``stable`` bool[n, J] = spec §1 ``train_
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 from torch import nn
 
 from genbound.data.source import DataSource
@@ -21,7 +22,7 @@ from genbound.stability.pgd import pgd_stability
 METHODS = {"noise": noise_stability, "pgd": pgd_stability}
 
 
-def stability_flags(model: nn.Module, source: DataSource, kappas, method: str = "pgd", **kwargs: Any) -> StabilityResult:
+def stability_flags(model: nn.Module, source: DataSource, kappas: Sequence[float] | np.ndarray, method: str = "pgd", **kwargs: Any) -> StabilityResult:
     """Run stability engine ``method`` ("noise" or "pgd") over the whole kappa grid; kwargs go to the engine."""
     if method not in METHODS:
         raise UserInputError(f"stability method must be one of {sorted(METHODS)}; got {method!r} "

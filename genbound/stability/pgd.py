@@ -5,6 +5,8 @@ radius kappa (l_inf or l_2, [0, 1] pixel units before normalization), each resta
 random point of the ball (uniform; the same sampler as the noise engine), clipped to [0, 1], and
 takes ``steps`` ascent steps on the cross-entropy ``CE(f(x'), c)``:
 
+Radii: l_inf kappa in [0, 1]; l_2 kappa in [0, sqrt(d)] (the cube's diameter).
+
 - l_inf: ``x' <- clip_[0,1]( Proj_{||x'-x||_inf <= kappa}( x' + alpha * sign(grad) ) )``
 - l_2:   ``x' <- clip_[0,1]( Proj_{||x'-x||_2 <= kappa}( x' + alpha * grad / ||grad||_2 ) )``
   (clipping to the cube after the ball projection keeps x' in the ball because x is in the cube)
@@ -20,8 +22,9 @@ not attacked again. Flags are monotone non-increasing in kappa. ``early_exit=Fal
 carry_flips=False`` runs every step of every restart on every sample at every kappa (the
 reference a benchmark compares against; its flags need not be monotone).
 
-Randomness: the random start of (sample i, kappa index j, restart r) comes from a generator
-seeded with ``derive_seed(seed, i, j, r)``, so it does not depend on the batch or on early exit;
+Randomness: the random start of (sample i, radius kappa, restart r) comes from a generator seeded
+with ``derive_seed(seed, i, bits(kappa), r)`` (bits = the float64 bit pattern), so it does not
+depend on the batch, on early exit, or on the other radii of the grid;
 early-exit and full runs start from the same points and follow the same iterates until the first
 flip. Model evaluations are counted in samples (one input through one forward or backward pass);
 weight gradients are never computed (parameters are frozen during the attack).
@@ -30,6 +33,7 @@ weight gradients are never computed (parameters are frozen during the attack).
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,7 +44,7 @@ from genbound.collect import eval_mode
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
 from genbound.stability.base import UNITS, EvalCounter, StabilityResult, frozen_parameters, sample_ball
-from genbound.torch_utils import check_kappas, generator, progress, resolve_device
+from genbound.torch_utils import check_kappas, float_key, generator, progress, resolve_device
 
 
 def _step(x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, kappa: float, alpha: float, norm: str) -> torch.Tensor:
@@ -57,7 +61,7 @@ def _step(x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, kappa: float
     return x_new.clamp_(0.0, 1.0)
 
 
-def pgd_stability(model: nn.Module, source: DataSource, kappas, *, norm: str = "linf", steps: int = 10,
+def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] | np.ndarray, *, norm: str = "linf", steps: int = 10,
                   restarts: int = 1, step_size: float | None = None, rel_step_size: float = 2.5, seed: int = 0,
                   early_exit: bool = True, carry_flips: bool = True, batch_size: int = DEFAULT_BATCH_SIZE,
                   device: str | torch.device | None = None, progress_bar: bool = True) -> StabilityResult:
@@ -66,13 +70,15 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas, *, norm: str = "
     ``step_size``: absolute step in pixel units for every kappa; default
     ``rel_step_size * kappa / steps`` (2.5 kappa / steps).
     """
-    k = check_kappas(kappas)
     if norm not in ("linf", "l2"):
         raise UserInputError(f"PGD norm must be 'linf' or 'l2'; got {norm!r}")
     if steps < 0 or restarts < 1 or batch_size < 1:
         raise UserInputError("need steps >= 0, restarts >= 1, batch_size >= 1")
     if step_size is not None and step_size <= 0:
         raise UserInputError(f"step_size must be positive; got {step_size}")
+    d = source.dim
+    k = check_kappas(kappas, upper=1.0 if norm == "linf" else (float(np.sqrt(d)) if norm == "l2" else float("inf")),
+                     norm=norm)
     alphas = [float(step_size) if step_size is not None else rel_step_size * float(kp) / max(steps, 1) for kp in k]
     dev = resolve_device(device)
     model = model.to(dev)
@@ -101,7 +107,7 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas, *, norm: str = "
                     ids = torch.nonzero(act).flatten()
                     if ids.numel() == 0:
                         break
-                    start = torch.stack([sample_ball(norm, float(kappa), 1, shape, generator(seed, offset + int(i), j, r))[0]
+                    start = torch.stack([sample_ball(norm, float(kappa), 1, shape, generator(seed, offset + int(i), float_key(kappa), r))[0]
                                          for i in ids]).to(dev)
                     xs = x[ids.to(dev)]
                     x_adv = (xs + start).clamp_(0.0, 1.0)
@@ -137,8 +143,8 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas, *, norm: str = "
                 "step_size": float(step_size) if step_size is not None else f"{rel_step_size} * kappa / steps",
                 "step_sizes": alphas, "random_start": f"uniform in the {norm} ball, clipped to [0,1]",
                 "target": "predicted label (untargeted)", "loss": "cross-entropy w.r.t. the predicted label",
-                "seed": int(seed), "seed_scheme": "random start of (sample i, kappa index j, restart r) from a "
-                "torch.Generator seeded with derive_seed(seed, i, j, r)", "early_exit": bool(early_exit),
+                "seed": int(seed), "seed_scheme": "random start of (sample i, radius kappa, restart r) from a "
+                "torch.Generator seeded with derive_seed(seed, i, float64 bits of kappa, r)", "early_exit": bool(early_exit),
                 "carry_flips": bool(carry_flips), "clip": [0.0, 1.0], "batch_size": int(batch_size), "n": int(n),
                 "model_evals": counter.as_dict(), "wall_s": round(time.perf_counter() - t0, 3), "device": str(dev)}
     return StabilityResult(stable=~unstable, kappas=k, pred=preds, evidence=evidence)
