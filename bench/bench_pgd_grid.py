@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench._common import table, write_section  # noqa: E402
 from genbound.collect import collect  # noqa: E402
 from genbound.data import load_dataset  # noqa: E402
+from genbound.demo import CNN_KWARGS, CNN_TRAIN, DEMO_KAPPAS  # noqa: E402
 from genbound.models import small_cnn, train_classifier, with_normalization  # noqa: E402
 from genbound.stability import pgd_stability  # noqa: E402
 
@@ -37,8 +38,8 @@ def main() -> int:
     ap.add_argument("--norm", default="linf", choices=["linf", "l2"])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--kappas", default=None,
-                    help="comma-separated grid (for linf in units of 1/255); default linf 1,2,4,8,16,32,64 (/255), "
-                         "l2 0.1,0.25,0.5,1,1.5,2,3")
+                    help="comma-separated grid (for linf in units of 1/255); default: the full demo's grid "
+                         "(genbound.demo.DEMO_KAPPAS) for linf, l2 0.1,0.25,0.5,1,1.5,2,3")
     ap.add_argument("--label", default="", help="suffix of the RESULTS.md section name")
     ap.add_argument("--reps", type=int, default=2, help="timing repetitions (alternating runs; min wall time kept)")
     ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
@@ -46,14 +47,15 @@ def main() -> int:
     if args.kappas:
         kappas = np.array([float(v) for v in args.kappas.split(",")]) / (255.0 if args.norm == "linf" else 1.0)
     else:
-        kappas = (np.array([1, 2, 4, 8, 16, 32, 64]) / 255.0) if args.norm == "linf" else np.array([0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0])
+        kappas = np.array(DEMO_KAPPAS) if args.norm == "linf" else np.array([0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0])
 
     train = load_dataset(args.data, split="train")
     held = load_dataset(args.data, split="heldout")
     pool = 7 if train.shape[-1] == 28 else 2
     t0 = time.perf_counter()
-    model = train_classifier(with_normalization(small_cnn(width=16, pool=pool, hidden=64, seed=0), train.normalization),
-                             train, epochs=args.epochs, lr=3e-3, batch_size=64, seed=0, device="cpu", progress_bar=False)
+    # The demo's CNN recipe (genbound.demo.CNN_KWARGS / CNN_TRAIN) on the same train split.
+    model = train_classifier(with_normalization(small_cnn(**{**CNN_KWARGS, "pool": pool}, seed=0), train.normalization),
+                             train, epochs=args.epochs, seed=0, device="cpu", progress_bar=False, **CNN_TRAIN)
     t_train = time.perf_counter() - t0
     acc = 1 - collect(model, held, device="cpu", progress_bar=False).error
     attacked = train.subset(np.arange(args.n))

@@ -19,12 +19,14 @@ COMMANDS: dict[str, str] = {
     "demo": "genbound.commands.demo",
     "evaluate": "genbound.commands.evaluate",
     "bounds": "genbound.commands.bounds",
+    "train": "genbound.commands.train",
 }
 
 _HELP: dict[str, str] = {
     "demo": "the whole pipeline on shipped data and reference models (--quick: about a minute)",
     "evaluate": "every bound for your own models and data, described by a TOML file",
     "bounds": "compute every bound of the spec from a per-sample statistics file (.npz)",
+    "train": "train a reference model (mlp, small_cnn, small_resnet) on a named dataset and save its weights",
 }
 
 

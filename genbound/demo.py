@@ -21,6 +21,11 @@ from genbound.models import load_model, save_weights, train_classifier, with_nor
 from genbound.pipeline import Evaluation, ModelInput, _fingerprint, evaluate
 
 RANDOM_LABEL_FRACTION = 0.5
+# The full demo's kappa grid (l_inf, [0,1] pixels): from almost all stable (0.01) to all unstable
+# (0.4) for every model of the family, densest across the flip transition of MNIST models.
+DEMO_KAPPAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
+CNN_KWARGS = {"in_channels": 1, "width": 16, "pool": 7, "hidden": 64}
+CNN_TRAIN = {"lr": 3e-3, "batch_size": 64}
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,12 @@ def family(quick: bool) -> tuple[str, list[Member], Config]:
         Member("mlp-narrow", "mlp", {**shape, "hidden": [32]}, {"epochs": 10}),
         Member("mlp-wide", "mlp", {**shape, "hidden": [256, 256]}, {"epochs": 10}),
         Member("mlp-wd", "mlp", {**shape, "hidden": [256, 256]}, {"epochs": 10, "weight_decay": 1e-3}),
-        Member("cnn", "small_cnn", {"in_channels": 1, "width": 8, "hidden": 32}, {"epochs": 5}),
-        Member("cnn-short", "small_cnn", {"in_channels": 1, "width": 8, "hidden": 32}, {"epochs": 1}),
-        Member("mlp-memorize", "mlp", {**shape, "hidden": [512, 512]}, {"epochs": 60},
+        Member("cnn", "small_cnn", CNN_KWARGS, {"epochs": 3, **CNN_TRAIN}),
+        Member("cnn-short", "small_cnn", CNN_KWARGS, {"epochs": 1, **CNN_TRAIN}),
+        Member("mlp-memorize", "mlp", {**shape, "hidden": [256, 256]}, {"epochs": 40},
                random_labels=RANDOM_LABEL_FRACTION),
     ]
-    cfg = Config(kappas=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3), K=(10, 100, 1000), pgd_steps=10)
+    cfg = Config(kappas=DEMO_KAPPAS, K=(10, 100, 1000), pgd_steps=10)
     return "mnist5k", members, cfg
 
 
