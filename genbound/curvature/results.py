@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,18 +56,11 @@ class TraceResult:
     def table(self) -> str:
         """A small text table, one line per tensor."""
         width = max([len("layer")] + [len(lt.name) for lt in self.layers])
-        lines = [f"{'layer':<{width}}  {'numel':>9}  {'Tr H_k':>12}  {'s.e.':>10}"]
+        label = "Tr C_k" if self.info.get("quantity") == "trace_c" else "Tr H_k"
+        lines = [f"{'layer':<{width}}  {'numel':>9}  {label:>12}  {'s.e.':>10}"]
         for lt in self.layers:
             lines.append(f"{lt.name:<{width}}  {lt.numel:>9d}  {lt.trace:>12.5g}  {lt.se:>10.3g}")
         lines.append(f"{'total':<{width}}  {'':>9}  {self.total:>12.5g}  {self.total_se:>10.3g}")
         return "\n".join(lines)
 
 
-def mean_and_se(samples: list[float]) -> tuple[float, float]:
-    """Sample mean and its standard error ``std(ddof=1) / sqrt(n)`` (nan for n < 2)."""
-    n = len(samples)
-    m = sum(samples) / n
-    if n < 2:
-        return m, float("nan")
-    var = sum((s - m) ** 2 for s in samples) / (n - 1)
-    return m, math.sqrt(var / n)
