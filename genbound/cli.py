@@ -17,10 +17,12 @@ from genbound.errors import UserInputError
 # Order here is the order shown by ``genbound --help``.
 COMMANDS: dict[str, str] = {
     "bounds": "genbound.commands.bounds",
+    "wci": "genbound.commands.wci",
 }
 
 _HELP: dict[str, str] = {
     "bounds": "compute every bound of the spec from a per-sample statistics file (.npz)",
+    "wci": "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen adversarial examples",
 }
 
 

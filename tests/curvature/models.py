@@ -74,3 +74,16 @@ def toy_data(n: int = 24, seed: int = 0, n_classes: int = 4) -> tuple[torch.Tens
     x = torch.rand(n, 1, 6, 6, generator=g, dtype=torch.float64)
     y = torch.randint(0, n_classes, (n,), generator=g)
     return x, y
+
+
+def digits_net() -> nn.Module:
+    """Factory for the CLI tests: (1, 8, 8) inputs, 10 classes."""
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    ).eval()
