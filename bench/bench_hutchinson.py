@@ -81,6 +81,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--batches", type=int, default=3, help="batches in the multi-batch comparison")
     ap.add_argument("--pair-repeats", type=int, default=10, help="alternating runs of the ours-vs-PyHessian check")
+    ap.add_argument("--iso-repeats", type=int, default=40, help="alternating single-probe timings")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -204,7 +205,41 @@ def main() -> int:
                 runs[k]()
                 wall[k].append((time.perf_counter() - t0) / P)
                 cpu[k].append((time.process_time() - c0) / P)
-        pair = tuple((k, statistics.median(wall[k]), statistics.median(cpu[k])) for k in (ko, kp))
+        pair = tuple(
+            (k, statistics.median(wall[k]), statistics.median(cpu[k]), min(cpu[k]), max(cpu[k])) for k in (ko, kp)
+        )
+
+    # one probe in isolation, on one retained graph (graph construction excluded): our probe step
+    # vs PyHessian's trace() loop body, alternating
+    iso = None
+    if PyHessian is not None:
+        from pyhessian.utils import group_product, hessian_vector_product
+
+        from genbound.curvature._common import make_generator
+        from genbound.curvature.hutchinson import _probe_block
+
+        params = list(model.parameters())
+        graph = torch.autograd.grad(crit(model(one[0]), one[1]), params, create_graph=True)
+        gen = make_generator(0, torch.device("cpu"))
+
+        def ours_probe() -> None:
+            _probe_block(graph, params, 1, "joint", gen)
+
+        def pyh_probe() -> None:
+            v = [torch.randint_like(p, high=2) for p in params]
+            for vi in v:
+                vi[vi == 0] = -1
+            group_product(hessian_vector_product(graph, params, v), v).cpu().item()
+
+        ours_probe(), pyh_probe()
+        iso_t: dict[str, list[float]] = {"ours": [], "pyh": []}
+        for r in range(args.iso_repeats):
+            for k, fn in ((("ours", ours_probe), ("pyh", pyh_probe)) if r % 2 == 0 else (("pyh", pyh_probe), ("ours", ours_probe))):
+                c0 = time.process_time()
+                fn()
+                iso_t[k].append(time.process_time() - c0)
+        iso = (statistics.median(iso_t["ours"]), statistics.median(iso_t["pyh"]))
+        del graph
 
     print(f"model: {n_params} parameters, {n_tensors} tensors; batch {B}; {P} probes; {machine()}")
     single = measure(runs)
@@ -264,14 +299,22 @@ def main() -> int:
         lines.append("")
         lines.append("Notes: " + "; ".join(sorted(set(notes))))
     if pair:
-        (ko, wo, co), (kp, wp, cp) = pair
+        (ko, wo, co, co_lo, co_hi), (kp, wp, cp, cp_lo, cp_hi) = pair
         lines.append("")
         lines.append(
-            f"Requirement check, {args.pair_repeats} alternating runs each of {ko!r} and {kp!r} "
+            f"Paired check, {args.pair_repeats} alternating runs each of {ko!r} and {kp!r} "
             f"(same model, same batch, {P} probes): median wall s/probe {wo:.4f} vs {wp:.4f} "
-            f"(ratio {wo / wp:.3f}); median CPU s/probe {co:.4f} vs {cp:.4f} (ratio {co / cp:.3f}). "
-            "Both run one double-backward product per probe on one retained gradient graph, so equal "
-            "cost is expected; the CPU-time ratio is the less load-sensitive number on this shared machine."
+            f"(ratio {wo / wp:.3f}); median CPU s/probe {co:.4f} vs {cp:.4f} (ratio {co / cp:.3f}; "
+            f"CPU range {co_lo:.4f}-{co_hi:.4f} vs {cp_lo:.4f}-{cp_hi:.4f}). Both run one double-backward "
+            "product per probe on one retained gradient graph (the same autograd call), so equal cost is "
+            "expected and the ratio should be read against the run-to-run range on this shared machine."
+        )
+    if iso:
+        lines.append("")
+        lines.append(
+            f"One probe in isolation (graph construction excluded; {args.iso_repeats} alternating timings, "
+            f"median CPU seconds): genbound joint probe {iso[0]:.4f} vs PyHessian trace() loop body "
+            f"{iso[1]:.4f} (ratio {iso[0] / iso[1]:.3f})."
         )
     body = "\n".join(lines)
     print(body)

@@ -57,7 +57,7 @@ def test_combine_clamps_negative_traces_and_separates_groups():
     assert [r.wci_term for r in layers] == [pytest.approx(10.0), 0.0]
     assert value == pytest.approx(10.0)
     assert se == pytest.approx(5 * 0.4 / (2 * 2.0))  # the clamped layer adds nothing
-    assert groups[0].name == "0.bias" and groups[0].wci_term == pytest.approx(math.sqrt(float(model[0].bias.norm() ** 2) * 9.0))
+    assert groups[0].name == "0.bias" and groups[0].wci_term == pytest.approx(math.sqrt(float(model[0].bias.detach().norm() ** 2) * 9.0))
 
 
 def test_wci_layers_and_groups_selection():
