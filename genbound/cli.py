@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "genbound.commands.evaluate",
     "bounds": "genbound.commands.bounds",
     "train": "genbound.commands.train",
+    "wci": "genbound.commands.wci",
 }
 
 _HELP: dict[str, str] = {
@@ -27,6 +28,7 @@ _HELP: dict[str, str] = {
     "evaluate": "every bound for your own models and data, described by a TOML file",
     "bounds": "compute every bound of the spec from a per-sample statistics file (.npz)",
     "train": "train a reference model (mlp, small_cnn, small_resnet) on a named dataset and save its weights",
+    "wci": "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen adversarial examples",
 }
 
 

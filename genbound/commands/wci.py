@@ -1,0 +1,96 @@
+"""``genbound wci``: Weight-Curvature Index of a trained classifier (spec wci.md §1).
+
+    genbound wci --model package.module:function --weights model.pt --data digits --eps 0.1 --json wci.json
+
+Data and model loading go through ``genbound.curvature._loading``, a stop-gap until the shared
+``genbound.data`` / ``genbound.models`` loaders are merged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "wci"
+HELP = "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen adversarial examples"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model factory, package.module:function")
+    parser.add_argument("--weights", help="state_dict file (torch.save, loaded with weights_only=True; or .safetensors)")
+    parser.add_argument("--data", required=True, help="dataset name (training split); built in: digits")
+    parser.add_argument("--eps", type=float, default=8 / 255, help="PGD radius (default 8/255; MNIST-style data: 0.1-0.3)")
+    parser.add_argument("--norm", choices=("linf", "l2"), default="linf", help="PGD norm (default linf)")
+    parser.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
+    parser.add_argument("--step-size", type=float, default=None, help="PGD step (default eps/4)")
+    parser.add_argument("--subset", type=int, default=2048, help="size of the fixed random training subset (default 2048)")
+    parser.add_argument("--batch-size", type=int, default=256, help="batch size of attack and curvature passes (default 256)")
+    parser.add_argument("--estimator", choices=("hutchinson", "fisher", "exact"), default="hutchinson")
+    parser.add_argument("--probes", type=int, default=32, help="Hutchinson probes (default 32)")
+    parser.add_argument("--probe-mode", choices=("layer", "joint"), default="layer", help="Hutchinson probing (default layer)")
+    parser.add_argument("--bn-mode", choices=("eval", "train"), default="eval", help="BatchNorm statistics (default eval)")
+    parser.add_argument("--include-biases", action="store_true", help="also report bias terms (not part of WCI)")
+    parser.add_argument("--include-norm", action="store_true", help="also report norm-layer affine terms (not part of WCI)")
+    parser.add_argument("--delta", type=float, default=0.05, help="confidence parameter of the readout (default 0.05)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of subset, PGD start and probes (default 0)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--json", dest="json_out", metavar="OUT", help="write the result as JSON to OUT")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from genbound.curvature import wci
+    from genbound.curvature._loading import load_data, load_model
+    from genbound.errors import UserInputError
+
+    for flag, value in (("--subset", args.subset), ("--batch-size", args.batch_size), ("--probes", args.probes)):
+        if value < 1:
+            raise UserInputError(f"{flag} must be a positive integer, got {value}")
+    if args.eps < 0:
+        raise UserInputError(f"--eps must be non-negative, got {args.eps}")
+    if not 0 < args.delta < 1:
+        raise UserInputError(f"--delta must be in (0, 1), got {args.delta}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserInputError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:0 ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda was asked but CUDA is not available; use --device cpu")
+
+    x, y = load_data(args.data)
+    model = load_model(args.model, args.weights)
+    model = model.to(device=dev, dtype=getattr(torch, args.dtype)).eval()
+    result = wci(
+        model,
+        (x, y),
+        eps=args.eps,
+        norm=args.norm,
+        steps=args.steps,
+        step_size=args.step_size,
+        subset_size=args.subset,
+        seed=args.seed,
+        bn_mode=args.bn_mode,
+        estimator=args.estimator,
+        n_probes=args.probes,
+        probe_mode=args.probe_mode,
+        batch_size=args.batch_size,
+        include_biases=args.include_biases,
+        include_norm=args.include_norm,
+        delta=args.delta,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    result.protocol["data"] = args.data
+    result.protocol["model"] = args.model
+    result.protocol["weights"] = args.weights
+    print(result.table())
+    if args.json_out:
+        try:
+            result.to_json(args.json_out)
+        except OSError as exc:
+            raise UserInputError(f"--json: cannot write {args.json_out!r} ({exc.strerror})") from None
+        print(f"wrote {args.json_out}")
+    return 0

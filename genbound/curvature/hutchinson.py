@@ -1,0 +1,173 @@
+"""Hutchinson estimator of per-layer Hessian traces.
+
+For a symmetric matrix ``A`` and a Rademacher vector ``v`` (independent +-1 entries),
+``E[v^T A v] = Tr A`` (Hutchinson 1989, "A stochastic estimator of the trace of the influence
+matrix for Laplacian smoothing splines"; the same estimator as PyHessian's ``trace()``, Yao et al.
+2020). Here ``A = H_kk``, the block of the Hessian of the mean cross-entropy
+
+    L(W) = sum_b (n_b / N) * mean_{i in b} CE(f_W(x_i), y_i)
+
+with respect to one parameter tensor ``W_k``, at fixed (frozen) examples ``x_i``.
+
+Loop order (spec wci.md §2): batches outside, probes inside. For each batch one gradient graph
+``g = grad L_b`` is built with ``create_graph=True`` and reused (``retain_graph=True``) by all
+probes; Hessian-vector products are double-backward ``grad(g, W, grad_outputs=v)``.
+
+Two probing modes:
+
+- ``probe_mode="layer"`` (default): an independent block product ``H_kk v_k`` per tensor and
+  probe; sample ``v_k^T H_kk v_k``. Lower variance; one backward pass per tensor and probe.
+- ``probe_mode="joint"``: one product ``H v`` with ``v = (v_1, ..., v_K)`` per probe, split per
+  tensor: sample ``v_k^T (H v)_k = v_k^T H_kk v_k + sum_{j != k} v_k^T H_kj v_j``, unbiased for
+  ``Tr H_kk`` (the cross terms have mean zero) but noisier; one backward pass per probe. With
+  ``params="all"`` the sum over tensors is PyHessian's whole-model trace estimate.
+
+Probe ``p`` gives one sample per tensor, ``s_pk = sum_b (n_b/N) v_{pbk}^T [H_b v_{pb}]_k``, with
+fresh vectors for every batch (independent draws keep it unbiased and lower its variance). The
+estimate is ``mean_p s_pk`` and its standard error ``std_p(s_pk) / sqrt(P)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from genbound.curvature._common import (
+    Batch,
+    as_batches,
+    batch_weights,
+    check_device,
+    make_generator,
+    mean_ce,
+    model_dtype,
+    model_mode,
+    rademacher_like,
+    resolve_params,
+)
+from genbound.curvature.results import LayerTrace, TraceResult
+from genbound.errors import UserInputError
+
+PROBE_MODES = ("layer", "joint")
+
+
+def hutchinson(
+    model: nn.Module,
+    data: Batch | Iterable[Batch],
+    *,
+    params: Sequence[str] | str | None = None,
+    n_probes: int = 32,
+    probe_mode: str = "layer",
+    bn_mode: str = "eval",
+    batch_size: int | None = 256,
+    probe_batch: int = 1,
+    seed: int | None = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> TraceResult:
+    """Per-layer Hutchinson estimates of ``Tr H_k`` with standard errors.
+
+    Args:
+        model: classifier returning logits; it is not modified (see ``_common.model_mode``).
+        data: frozen examples, ``(x, y)`` tensors or an iterable of ``(x, y)`` batches.
+        params: ``None`` = WCI layers (Conv*d/Linear weights), ``"all"``, or a list of names.
+        n_probes: number ``P`` of Rademacher probes (>= 2 for a standard error).
+        probe_mode: ``"layer"`` (independent block HVP per tensor) or ``"joint"`` (one HVP).
+        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics; running
+            statistics are left untouched).
+        batch_size: split ``(x, y)`` tensors into batches of this size (ignored for iterables).
+        probe_batch: number of probes evaluated together by one batched backward
+            (``is_grads_batched``); trades memory for speed, same estimate distribution.
+        seed: seed of the probe generator (``None``: nondeterministic).
+        device: where to compute; must be the model's device (``None``: the model's).
+        progress: show a progress bar.
+    """
+    if probe_mode not in PROBE_MODES:
+        raise UserInputError(f"probe_mode must be 'layer' or 'joint', got {probe_mode!r}")
+    if int(n_probes) < 1:
+        raise UserInputError(f"n_probes must be at least 1, got {n_probes}")
+    if int(probe_batch) < 1:
+        raise UserInputError(f"probe_batch must be at least 1, got {probe_batch}")
+    n_probes, probe_batch = int(n_probes), int(probe_batch)
+    dev = check_device(model, device)
+    specs, tensors = resolve_params(model, params)
+    batches = as_batches(data, batch_size=batch_size, device=dev, dtype=model_dtype(model))
+    weights, n_total = batch_weights(batches)
+    gen = make_generator(seed, dev)
+    # samples[p, k]: probe p, tensor k; accumulated on the device (no host sync per product).
+    samples = torch.zeros(n_probes, len(tensors), dtype=torch.float64, device=dev)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(batches) * n_probes, disable=not progress, desc="hutchinson", unit="probe")
+    with model_mode(model, bn_mode, params=tensors):
+        for (x, y), w in zip(batches, weights):
+            grads = torch.autograd.grad(mean_ce(model, x, y), tensors, create_graph=True)
+            for start in range(0, n_probes, probe_batch):
+                stop = min(start + probe_batch, n_probes)
+                samples[start:stop] += w * _probe_block(grads, tensors, stop - start, probe_mode, gen)
+                bar.update(stop - start)
+            del grads
+    bar.close()
+    seconds = time.perf_counter() - t0
+    s = samples.cpu()
+    layers = []
+    for k, (spec, t) in enumerate(zip(specs, tensors)):
+        mean, se = _mean_se(s[:, k])
+        layers.append(LayerTrace(spec.name, spec.group, t.numel(), mean, se))
+    total, total_se = _mean_se(s.sum(dim=1))
+    info = {
+        "estimator": "hutchinson",
+        "probe_mode": probe_mode,
+        "n_probes": n_probes,
+        "distribution": "rademacher",
+        "bn_mode": bn_mode,
+        "n_examples": n_total,
+        "n_batches": len(batches),
+        "seed": seed,
+        "seconds": seconds,
+    }
+    return TraceResult(layers, total, total_se, info)
+
+
+def _probe_block(
+    grads: Sequence[torch.Tensor],
+    tensors: Sequence[torch.Tensor],
+    n: int,
+    probe_mode: str,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Samples ``v_k^T (H v)_k`` (joint) or ``v_k^T H_kk v_k`` (layer) for ``n`` probes: (n, K)."""
+    out = torch.empty(n, len(tensors), dtype=torch.float64, device=grads[0].device)
+    batched = n > 1
+    if probe_mode == "joint":
+        vs = [_draw(t, n, gen) for t in tensors]
+        hvs = torch.autograd.grad(
+            grads, tensors, grad_outputs=vs if batched else [v[0] for v in vs],
+            retain_graph=True, is_grads_batched=batched,
+        )
+        for k, (v, hv) in enumerate(zip(vs, hvs)):
+            hv = hv if batched else hv.unsqueeze(0)
+            out[:, k] = (v.flatten(1) * hv.flatten(1)).sum(dim=1)
+        return out
+    for k, (g, t) in enumerate(zip(grads, tensors)):
+        v = _draw(t, n, gen)
+        (hv,) = torch.autograd.grad(
+            g, t, grad_outputs=v if batched else v[0], retain_graph=True, is_grads_batched=batched
+        )
+        hv = hv if batched else hv.unsqueeze(0)
+        out[:, k] = (v.flatten(1) * hv.flatten(1)).sum(dim=1)
+    return out
+
+
+def _draw(t: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    return rademacher_like(t.detach().expand(n, *t.shape), gen)
+
+
+def _mean_se(col: torch.Tensor) -> tuple[float, float]:
+    n = col.numel()
+    mean = float(col.mean())
+    se = float(col.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+    return mean, se
