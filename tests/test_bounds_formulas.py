@@ -151,7 +151,7 @@ def test_astronomical_K_in_log_space(rng):
 
 
 def test_result_schema_fields(rng):
-    from conftest import make_stats_arrays
+    from tests.conftest import make_stats_arrays
     a = make_stats_arrays(rng, 100, 30, 5, 2)
     doc = json.loads(compute_bounds(SampleStats(**a, K=5, model="m1")).to_json())
     assert doc["schema"] == "genbound.result/1"
@@ -169,7 +169,7 @@ def test_result_schema_fields(rng):
 
 
 def test_partition_violations_downgrade_to_diagnostic(rng):
-    from conftest import make_stats_arrays
+    from tests.conftest import make_stats_arrays
     a = make_stats_arrays(rng, 100, 30, 5, 2)
     rep = compute_bounds(SampleStats(**a, K=5, partition_depends_on_train=True))
     kinds = {r.name: r.kind for r in rep.results}
@@ -181,7 +181,7 @@ def test_partition_violations_downgrade_to_diagnostic(rng):
 
 
 def test_no_heldout_omits_with_note(rng):
-    from conftest import make_stats_arrays
+    from tests.conftest import make_stats_arrays
     a = make_stats_arrays(rng, 100, 0, 5, 2)
     rep = compute_bounds(SampleStats(**a, K=5))
     names = {r.name for r in rep.results}
@@ -191,7 +191,7 @@ def test_no_heldout_omits_with_note(rng):
 
 
 def test_table_marks_non_covering_values(rng):
-    from conftest import make_stats_arrays
+    from tests.conftest import make_stats_arrays
     a = make_stats_arrays(rng, 2000, 500, 4, 2, err=0.0, herr=0.3)
     text = compute_bounds(SampleStats(**a, K=4)).table()
     assert "holdout_cp" in text and "certified" in text and "diagnostic" in text

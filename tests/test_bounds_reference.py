@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from genbound.bounds import SampleStats, compute_bounds
-from reference_bounds import reference
-from conftest import make_stats_arrays
+from tests.reference_bounds import reference
+from tests.conftest import make_stats_arrays
 
 
 def _compare(report, ref, rel=1e-9):
