@@ -2,8 +2,10 @@
 
     genbound wci --model package.module:function --weights model.pt --data digits --eps 0.1 --json wci.json
 
-Data and model loading go through ``genbound.curvature._loading``, a stop-gap until the shared
-``genbound.data`` / ``genbound.models`` loaders are merged.
+Data come from :func:`genbound.data.load_dataset` (by default the ``train`` part of the same seeded
+split that ``genbound train``, ``demo`` and ``evaluate`` use), models from
+:func:`genbound.models.load_model` (factory string, keyword arguments, safe weights loading), with
+the dataset's normalization in front so the attack runs in [0, 1] pixel units.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ HELP = "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model factory, package.module:function")
+    parser.add_argument("--model", required=True,
+                        help="model factory: mlp, small_cnn, small_resnet, package.module:function, torchvision:NAME, timm:NAME")
+    parser.add_argument("--model-kwargs", default="{}", help="keyword arguments of the factory, as JSON (default {})")
     parser.add_argument("--weights", help="state_dict file (torch.save, loaded with weights_only=True; or .safetensors)")
-    parser.add_argument("--data", required=True, help="dataset name (training split); built in: digits")
+    parser.add_argument("--data", required=True, help="dataset: digits, mnist5k, an ImageFolder directory or a .npz")
+    parser.add_argument("--split", choices=("train", "all"), default="train",
+                        help="train: the train part of the seeded split (default); all: every sample")
+    parser.add_argument("--heldout-fraction", type=float, default=0.2, help="held-out fraction of that split (default 0.2)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of that split (default 0)")
+    parser.add_argument("--no-normalize", action="store_true",
+                        help="the model takes [0,1] pixels itself: do not put the dataset's mean/std in front")
     parser.add_argument("--eps", type=float, default=8 / 255, help="PGD radius (default 8/255; MNIST-style data: 0.1-0.3)")
     parser.add_argument("--norm", choices=("linf", "l2"), default="linf", help="PGD norm (default linf)")
     parser.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
@@ -43,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from genbound.curvature import wci
-    from genbound.curvature._loading import load_data, load_model
+    import json
+
+    from genbound.data import load_dataset
     from genbound.errors import UserInputError
+    from genbound.models import load_model
 
     for flag, value in (("--subset", args.subset), ("--batch-size", args.batch_size), ("--probes", args.probes)):
         if value < 1:
@@ -61,8 +74,16 @@ def run(args: argparse.Namespace) -> int:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError("--device cuda was asked but CUDA is not available; use --device cpu")
 
-    x, y = load_data(args.data)
-    model = load_model(args.model, args.weights)
+    try:
+        kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"--model-kwargs is not valid JSON: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise UserInputError("--model-kwargs must be a JSON object, e.g. '{\"hidden\": [64]}'")
+    source = load_dataset(args.data, split=args.split, heldout_fraction=args.heldout_fraction, split_seed=args.split_seed)
+    x, y = source.tensors()
+    model = load_model(args.model, args.weights, normalization=None if args.no_normalize else source.normalization,
+                       **kwargs)
     model = model.to(device=dev, dtype=getattr(torch, args.dtype)).eval()
     result = wci(
         model,
@@ -83,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         delta=args.delta,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    result.protocol["data"] = args.data
+    result.protocol["data"] = {"name": args.data, "split": args.split, **source.describe()}
     result.protocol["model"] = args.model
     result.protocol["weights"] = args.weights
     print(result.table())

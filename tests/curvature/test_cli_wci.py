@@ -28,7 +28,7 @@ def test_happy_path_writes_json(weights, tmp_path, capsys):
                "--steps", "2", "--subset", "64", "--probes", "4", "--batch-size", "32", "--json", str(out), "--quiet"])
     assert rc == 0
     d = json.loads(out.read_text())
-    assert d["protocol"]["data"] == "digits" and d["protocol"]["eps"] == 0.1
+    assert d["protocol"]["data"]["name"] == "digits" and d["protocol"]["eps"] == 0.1
     assert d["readout"]["n"] == 1797 and len(d["layers"]) == 2
     assert "WCI" in capsys.readouterr().out
 
@@ -52,7 +52,7 @@ def _one_line_error(capsys, argv: list[str], match: str) -> None:
 
 def test_missing_weights_file(capsys, tmp_path):
     _one_line_error(capsys, ["wci", "--model", FACTORY, "--weights", str(tmp_path / "nope.pt"), "--data", "digits"],
-                    "no such file")
+                    "not found")
 
 
 def test_unknown_dataset(capsys, weights):
@@ -66,7 +66,7 @@ def test_bad_factory_and_mismatched_weights(capsys, weights, tmp_path):
     other = tmp_path / "other.pt"
     torch.save({"w": torch.zeros(2)}, other)
     _one_line_error(capsys, ["wci", "--model", FACTORY, "--weights", str(other), "--data", "digits"],
-                    "does not match the model")
+                    "does not fit")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     _one_line_error(capsys, ["wci", "--model", FACTORY, "--weights", str(junk), "--data", "digits"],
