@@ -67,13 +67,23 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # a corrupt or foreign file, not a pickled class
+            raise UserInputError(f"{path}: cannot read as a torch checkpoint (corrupt, or not written by torch.save: "
+                                 f"{_weights_only_reason(exc)})") from exc
         raise UserInputError(
             f"{path}: refusing a checkpoint that needs arbitrary code to load (weights_only=True failed: "
-            f"{str(exc).splitlines()[0][:160]}); re-save it as a state dict with "
+            f"{_weights_only_reason(exc)}); re-save it as a state dict with "
             "torch.save(model.state_dict(), path) or as .safetensors") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise UserInputError(f"{path}: cannot read as a torch checkpoint ({str(exc).splitlines()[0][:200]})") from exc
     return _unwrap(obj, path)
+
+
+def _weights_only_reason(exc: Exception) -> str:
+    """The line of torch's weights-only error that says what was found (its first line is boilerplate)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    hit = next((ln for ln in lines if ln.startswith(("Unsupported", "WeightsUnpickler"))), lines[0] if lines else "")
+    return hit[:160]
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
