@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         delta=args.delta,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    result.protocol["data"] = {"name": args.data, "split": args.split, **source.describe()}
+    result.protocol["data"] = {**source.describe(), "dataset": args.data, "split": args.split}
     result.protocol["model"] = args.model
     result.protocol["weights"] = args.weights
     print(result.table())

@@ -28,7 +28,7 @@ def test_happy_path_writes_json(weights, tmp_path, capsys):
                "--steps", "2", "--subset", "64", "--probes", "4", "--batch-size", "32", "--json", str(out), "--quiet"])
     assert rc == 0
     d = json.loads(out.read_text())
-    assert d["protocol"]["data"]["name"] == "digits" and d["protocol"]["eps"] == 0.1
+    assert d["protocol"]["data"]["dataset"] == "digits" and d["protocol"]["eps"] == 0.1
     assert d["readout"]["n"] == 1797 and len(d["layers"]) == 2
     assert "WCI" in capsys.readouterr().out
 
