@@ -106,3 +106,10 @@ def test_subprocess_no_traceback(tmp_path):
     p = subprocess.run([sys.executable, "-m", "genbound", "bounds", os.path.join(ROOT, "examples", "example_stats.npz")],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0 and "theorem_n" in p.stdout
+
+
+def test_bounds_layer_never_imports_torch():
+    code = ("import sys, genbound.bounds, genbound.commands.bounds; "
+            "from genbound.cli import main; sys.exit(1 if 'torch' in sys.modules else 0)")
+    p = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+    assert p.returncode == 0, "the bounds layer (or the CLI entry) imported torch"
