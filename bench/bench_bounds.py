@@ -11,23 +11,16 @@ every certified and diagnostic result for every kappa. Reports medians and their
 from __future__ import annotations
 
 import argparse
-import platform
+import os
+import sys
 import time
 
 import numpy as np
 
-from genbound.bounds import SampleStats, compute_bounds
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import os
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
+from bench._common import machine, write_section  # noqa: E402
+from genbound.bounds import SampleStats, compute_bounds  # noqa: E402
 
 
 def paired_times(a, b, repeats: int) -> tuple[list[float], list[float]]:
@@ -51,6 +44,7 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=5 * 10**4)
     ap.add_argument("--J", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=31)
+    ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     tc = rng.integers(0, a.K, a.n)
@@ -64,12 +58,22 @@ def main() -> None:
     base, suite = float(np.median(tb)), float(np.median(ts))
     ratios = np.array(ts) / np.array(tb)
     rep = compute_bounds(SampleStats(**arrays), 0.05)
+    lines = [
+        f"n={a.n} K={a.K} m={a.m} kappas={a.J}; {len(rep.results)} results; {a.repeats} alternating pairs, "
+        f"validation of the inputs included; 1-minute load average {os.getloadavg()[0]:.1f}",
+        "",
+        "| what | median ms |",
+        "|---|---|",
+        f"| one pass: `np.bincount(train_cell)` | {base * 1e3:.2f} |",
+        f"| whole bound suite: `compute_bounds(SampleStats(...))` | {suite * 1e3:.2f} |",
+        "",
+        f"Ratio of medians **{suite / base:.1f}** (target < 20); pairwise ratios min {ratios.min():.1f}, "
+        f"median {np.median(ratios):.1f}, max {ratios.max():.1f}.",
+    ]
     print(f"machine: {machine()}")
-    print(f"n={a.n} K={a.K} m={a.m} kappas={a.J}; {len(rep.results)} results; median of {a.repeats}")
-    print(f"one bincount pass : {base * 1e3:8.2f} ms")
-    print(f"whole bound suite : {suite * 1e3:8.2f} ms")
-    print(f"ratio of medians  : {suite / base:8.2f}  (target < 20)")
-    print(f"pairwise ratios   : min {ratios.min():.2f}  median {np.median(ratios):.2f}  max {ratios.max():.2f}")
+    print("\n".join(lines))
+    if not a.no_write:
+        write_section("bench_bounds", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def kawaguchi(stats: SampleStats, counts: CellCounts, proof: Proof, delta: float
     }
 
 
-def theorem_n(stats: SampleStats, counts: CellCounts, proof: Proof, delta: float) -> tuple[float, dict]:
+def theorem_n(stats: SampleStats, counts: CellCounts, proofs: list[Proof], delta: float) -> list[tuple[float, dict]]:
     """Stability-scaled local robustness bound (``background-bounds.md`` §7.3, forms of spec §3).
 
     With ``M_k in {0,1}`` (0 only for proven cells), ``L1 = L2 = ln(3K/delta)``::
@@ -113,27 +113,35 @@ def theorem_n(stats: SampleStats, counts: CellCounts, proof: Proof, delta: float
         N2 = sum_{k in T} (n_k/n) M_k + sum_{k: M_k=0} (sqrt(2 n_k L2)/n + 2 L2/(3n))
         N3 = sum_{k in T} (n_k/n) M_k + (1/2) sqrt((2 K ln 2 + 2 ln(3/delta)) / n)
 
-    each at confidence 1 - delta/3; the value is ``min(N1, N2, N3)``, valid at 1 - delta.
+    each at confidence 1 - delta/3; the value is ``min(N1, N2, N3)``, valid at 1 - delta. One
+    (value, terms) pair per proof (one per kappa), computed for the whole grid at once.
     """
     n = stats.n
     occ = counts.occupied
     T = int(np.count_nonzero(occ))
+    R = _train_error(stats, counts)
     n_k = counts.n_k.astype(np.float64)
-    M = occ & ~proof.zero_cells  # occupied cells with M_k = 1
     L = log_confidence(stats.log_K, delta, factor=3.0)
-    main = float(n_k[M].sum()) / n
-    empty = _k_minus(stats, T)
-    n1 = float(np.sum(n_k[M] / n + np.sqrt(2.0 * n_k[M] * L) / n + 2.0 * L / n)) + empty * 2.0 * L / n
-    zero = n_k[proof.zero_cells]
-    n2 = main + float(np.sum(np.sqrt(2.0 * zero * L) / n + 2.0 * L / (3.0 * n)))
-    K = _k_float(stats)
-    n3 = main + 0.5 * math.sqrt((2.0 * K * LN2 + 2.0 * math.log(3.0 / delta)) / n)
-    value = min(n1, n2, n3)
-    return value, {
-        "train_error": _train_error(stats, counts), "main": main, "robustness": main - _train_error(stats, counts),
-        "concentration": value - main, "N1": n1, "N2": n2, "N3": n3, "proven_cells": int(np.count_nonzero(proof.zero_cells)),
-        "proven_fraction": float(zero.sum()) / n, "|T|": T, "n": n, "delta_split": "delta/3 to each of N1, N2, N3",
-    }
+    zero = np.stack([p.zero_cells for p in proofs], axis=1).astype(np.float64)  # (C, J): M_k = 0
+    charged = occ[:, None] * (1.0 - zero)  # (C, J): occupied cells with M_k = 1
+    per_cell_n1 = n_k / n + np.sqrt(2.0 * n_k * L) / n + 2.0 * L / n
+    per_cell_n2 = np.sqrt(2.0 * n_k * L) / n + 2.0 * L / (3.0 * n)
+    main = n_k @ charged / n
+    n1 = per_cell_n1 @ charged + _k_minus(stats, T) * 2.0 * L / n
+    n2 = main + per_cell_n2 @ zero
+    n3 = main + 0.5 * math.sqrt((2.0 * _k_float(stats) * LN2 + 2.0 * math.log(3.0 / delta)) / n)
+    proven_cells = zero.sum(axis=0)
+    proven_mass = n_k @ zero / n
+    out = []
+    for j in range(len(proofs)):
+        value = min(float(n1[j]), float(n2[j]), float(n3[j]))
+        out.append((value, {
+            "train_error": R, "main": float(main[j]), "robustness": float(main[j]) - R,
+            "concentration": value - float(main[j]), "N1": float(n1[j]), "N2": float(n2[j]), "N3": float(n3[j]),
+            "proven_cells": int(proven_cells[j]), "proven_fraction": float(proven_mass[j]), "|T|": T, "n": n,
+            "delta_split": "delta/3 to each of N1, N2, N3",
+        }))
+    return out
 
 
 def theorem_h(stats: SampleStats, counts: CellCounts, delta: float) -> tuple[float, dict]:

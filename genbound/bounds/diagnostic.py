@@ -61,10 +61,8 @@ def than_family(stats: SampleStats, counts: CellCounts, delta: float) -> dict[st
     }
 
 
-def stability_family(
-    stats: SampleStats, counts: CellCounts, j: int, delta: float
-) -> dict[str, tuple[float | None, dict]]:
-    """Stability-scaled estimates at ``kappas[j]`` (``background-bounds.md`` §7.4; spec §4).
+def stability_family(stats: SampleStats, counts: CellCounts, delta: float) -> list[dict[str, tuple[float, dict]]]:
+    """Stability-scaled estimates at every kappa (``background-bounds.md`` §7.4; spec §4).
 
     ``cu_k`` = correctly classified, **not** stable training samples of cell k; ``e_k = 1`` if the
     cell holds a misclassified held-out sample or none at all::
@@ -73,21 +71,29 @@ def stability_family(
         stability_a = R_S + (1/n) sum_k cu_k e_k + U_kaw
         stability_c = stability_a + (1/n) sum_k (#correct stable in k) e_k
 
-    ``stability_a`` and ``stability_c`` need held-out data and are left out without it.
+    ``stability_a`` and ``stability_c`` need held-out data and are left out without it. One dict
+    per kappa, computed for the whole grid at once.
     """
     n = stats.n
     R = float(counts.err_k.sum()) / n
     U = _u_kaw(stats, counts, delta)
-    ok = counts.stable_ok[:, j]
-    cu = (counts.n_k - counts.err_k) - ok
-    unstable = (n - int(ok.sum()) - int(counts.stable_err[:, j].sum())) / n
-    common = {"train_error": R, "concentration": U, "unstable_fraction": unstable,
-              "robust_train_error": R + float(cu.sum()) / n, "n": n}
-    out = {"stability_b": (R + float(cu.sum()) / n + U, {**common, "robustness": float(cu.sum()) / n})}
+    ok = counts.stable_ok  # (C, J)
+    cu = (counts.n_k - counts.err_k)[:, None] - ok
+    cu_sum = cu.sum(axis=0)
+    unstable = (n - ok.sum(axis=0) - counts.stable_err.sum(axis=0)) / n
     if stats.m:
         e = (counts.herr_k > 0) | (counts.m_k == 0)
-        ra = float(cu[e].sum()) / n
-        rc = float(ok[e].sum()) / n
-        out["stability_a"] = (R + ra + U, {**common, "robustness": ra, "m": stats.m})
-        out["stability_c"] = (R + ra + U + rc, {**common, "robustness": ra + rc, "m": stats.m})
+        ra_all = cu[e].sum(axis=0) / n
+        rc_all = ok[e].sum(axis=0) / n
+    out = []
+    for j in range(stats.J):
+        rb = float(cu_sum[j]) / n
+        common = {"train_error": R, "concentration": U, "unstable_fraction": float(unstable[j]),
+                  "robust_train_error": R + rb, "n": n}
+        fam = {"stability_b": (R + rb + U, {**common, "robustness": rb})}
+        if stats.m:
+            ra, rc = float(ra_all[j]), float(rc_all[j])
+            fam["stability_a"] = (R + ra + U, {**common, "robustness": ra, "m": stats.m})
+            fam["stability_c"] = (R + ra + U + rc, {**common, "robustness": ra + rc, "m": stats.m})
+        out.append(fam)
     return out

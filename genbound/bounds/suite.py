@@ -88,12 +88,15 @@ def compute_bounds(stats: SampleStats, delta: float = 0.05) -> BoundReport:
         notes.append(f"{stats.model}: no held-out data (m = 0): holdout_cp, theorem_h, than_*, stability_a, stability_c omitted")
 
     grid = list(range(stats.J)) or [None]
-    proofs = {j: certified.proof_at(stats, counts, j) for j in grid}
-    for name, fn in (("xu_mannor", certified.xu_mannor), ("kawaguchi", certified.kawaguchi), ("theorem_n", certified.theorem_n)):
-        for j in grid:
-            p = proofs[j]
+    proofs = [certified.proof_at(stats, counts, j) for j in grid]
+    per_name = {
+        "xu_mannor": [certified.xu_mannor(stats, counts, p, delta) for p in proofs],
+        "kawaguchi": [certified.kawaguchi(stats, counts, p, delta) for p in proofs],
+        "theorem_n": certified.theorem_n(stats, counts, proofs, delta),
+    }
+    for name, values in per_name.items():
+        for j, p, (v, t) in zip(grid, proofs, values):
             kappa = None if j is None else float(stats.kappas[j])
-            v, t = fn(stats, counts, p, delta)
             what = ("every occupied cell holds a training sample proven stable: eps_cert = 0" if p.eps_cert == 0 else
                     "eps_cert = 1") if name != "theorem_n" else (
                     f"{t['proven_cells']} cells proven (M_k = 0)" if p.provable else "no cell proven (M_k = 1)")
@@ -122,7 +125,7 @@ def compute_bounds(stats: SampleStats, delta: float = 0.05) -> BoundReport:
     if stats.J:
         stab_note = ("estimate, not a bound: stable training samples are given zero robustness although stability "
                      f"was decided by {stats.stability_method!r} on finitely many samples; see theorem_n for the certified form")
-        per_kappa = [diagnostic.stability_family(stats, counts, j, delta) for j in grid]
+        per_kappa = diagnostic.stability_family(stats, counts, delta)
         for name in ("stability_b", "stability_a", "stability_c"):
             for j, fam in zip(grid, per_kappa):
                 if name not in fam:
