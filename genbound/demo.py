@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from genbound.config import Config
 from genbound.data import load_dataset, randomize_labels, split_source

@@ -1,5 +1,15 @@
 import numpy as np
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The tests use tiny tensors: one thread avoids OpenMP contention on a small shared CPU."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def make_stats_arrays(rng, n, m, K, J, *, err=0.1, herr=0.12, consistent_cells=False, monotone=True):

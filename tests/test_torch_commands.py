@@ -5,19 +5,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from genbound.commands import train as train_cmd
 from genbound.errors import UserInputError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared CPU; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def parse(argv):

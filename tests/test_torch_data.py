@@ -9,14 +9,6 @@ from genbound.data import (ImageFolderSource, TensorSource, available_datasets, 
 from genbound.errors import UserInputError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared CPU; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_digits_shape_range_classes():
     src = load_dataset("digits")

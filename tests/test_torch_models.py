@@ -14,14 +14,6 @@ from genbound.models import (Normalize, load_model, load_state_dict_file, mlp, s
                              train_classifier, with_normalization)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared CPU; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 class Pickled:  # a custom class: unpickling it needs this module's code
     def __init__(self):

@@ -11,14 +11,6 @@ from genbound.errors import UserInputError
 from genbound.partition import PartitionSpec, build_partition, nearest_centroid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared CPU; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def brute_force(x, c):
     d = ((np.asarray(x, np.float64)[:, None, :] - np.asarray(c, np.float64)[None, :, :]) ** 2).sum(-1)

@@ -13,14 +13,6 @@ from genbound.stability import noise_stability, pgd_stability, sample_ball, stab
 from genbound.torch_utils import generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared CPU; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 D = 16
 KAPPAS = np.geomspace(0.004, 0.3, 14)
 

@@ -13,7 +13,7 @@ layers never need the whole dataset in memory. Small in-memory sources also expo
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
