@@ -21,7 +21,6 @@ def cp_upper(e: int, m: int, alpha: float) -> float:
 def reference(tc, tl, st, kappas, hc, hl, K, delta, sound=False, label_pure=False, diam=None):
     """Dict name -> list of (kappa, value); kappa None for kappa-free results."""
     n, m = len(tc), len(hc)
-    lnK = math.log(K)
     R = sum(tl) / n
     cells = defaultdict(list)
     for i, c in enumerate(tc):
