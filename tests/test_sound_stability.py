@@ -475,3 +475,20 @@ def test_zero_kappa_and_empty():
     assert res.stable[:, 0].all()  # random float inputs: no exact ties
     res = sound_stability(net, torch.zeros(0, 2), [0.1], progress=False)
     assert res.stable.shape == (0, 1)
+
+
+def test_reference_architectures_are_verifiable():
+    """The models layer's MLP, CNN and ResNet (with Normalize in front) follow the verifier's protocol:
+    a tiny radius is certified for most samples, never 'unverified'."""
+    from genbound.models import mlp, small_cnn, small_resnet, with_normalization
+    from genbound.data import Normalization
+
+    torch.manual_seed(0)
+    norm = Normalization(mean=(0.5,), std=(0.25,))
+    x = torch.rand(6, 1, 8, 8)
+    for net in (mlp(input_shape=(1, 8, 8), hidden=(16,)), small_cnn(width=4, hidden=8),
+                small_resnet(width=4, blocks=(1, 1), batchnorm=True)):
+        model = with_normalization(net, norm).eval()
+        res = sound_stability(model, x, [1e-5], method="crown", progress=False)
+        assert res.evidence["status"] == "verified", res.evidence.get("unsupported_reason")
+        assert res.stable[:, 0].mean() > 0.5

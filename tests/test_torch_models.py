@@ -131,10 +131,10 @@ def test_collect_arrays_and_dtypes(data):
 def test_collect_warns_in_train_mode_and_restores_mode(data):
     m = small_resnet(num_classes=3, width=4, batchnorm=True)
     m.train()
-    m.layers[0].bn1.eval()  # a mixed state must be restored exactly
+    m.layers[0].block[1].eval()  # a mixed state must be restored exactly
     with pytest.warns(UserWarning, match="train mode"):
         out_train = collect(m, data, device="cpu", progress_bar=False)
-    assert m.training and not m.layers[0].bn1.training and m.layers[0].bn2.training
+    assert m.training and not m.layers[0].block[1].training and m.layers[0].block[4].training
     m.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("error")

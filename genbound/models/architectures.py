@@ -27,6 +27,26 @@ def _seeded(build: Callable[[], nn.Module], seed: int | None) -> nn.Module:
         return build()
 
 
+class Residual(nn.Module):
+    """``post(block(x) + shortcut(x))``; ``shortcut=None`` is the identity, ``post=None`` none.
+
+    The residual protocol of the sound verifier (``genbound_residual = True`` with ``block``,
+    ``shortcut``, ``post``; see ``genbound/stability/sound.py``).
+    """
+
+    genbound_residual = True
+
+    def __init__(self, block: nn.Module, shortcut: nn.Module | None = None, post: nn.Module | None = None) -> None:
+        super().__init__()
+        self.block = block
+        self.shortcut = shortcut
+        self.post = post
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x) + (x if self.shortcut is None else self.shortcut(x))
+        return y if self.post is None else self.post(y)
+
+
 class MLP(nn.Module):
     """Flatten -> [Linear -> ReLU] x len(hidden) -> Linear(num_classes)."""
 
@@ -39,6 +59,11 @@ class MLP(nn.Module):
             d = int(h)
         layers.append(nn.Linear(d, num_classes))
         self.net = nn.Sequential(*layers)
+
+    @property
+    def genbound_layers(self) -> nn.Sequential:
+        """What ``forward`` applies, in order (read by the sound verifier)."""
+        return self.net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -62,29 +87,24 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * pool * pool, hidden), nn.ReLU(),
                                         nn.Linear(hidden, num_classes))
 
+    @property
+    def genbound_layers(self) -> list[nn.Module]:
+        """What ``forward`` applies, in order (read by the sound verifier)."""
+        return [self.features, self.classifier]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
 
-class BasicBlock(nn.Module):
+def basic_block(c_in: int, c_out: int, stride: int = 1, batchnorm: bool = False) -> Residual:
     """ResNet basic block: conv-[BN]-ReLU-conv-[BN] + shortcut, ReLU. Stride-2 blocks use a 1x1
     stride-2 conv shortcut (no pooling)."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, batchnorm: bool = False) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=not batchnorm)
-        self.bn1 = _bn(c_out, batchnorm)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=not batchnorm)
-        self.bn2 = _bn(c_out, batchnorm)
-        self.relu = nn.ReLU()
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=not batchnorm), _bn(c_out, batchnorm))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+    block = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=not batchnorm), _bn(c_out, batchnorm),
+                          nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1, bias=not batchnorm), _bn(c_out, batchnorm))
+    shortcut = None
+    if stride != 1 or c_in != c_out:
+        shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=not batchnorm), _bn(c_out, batchnorm))
+    return Residual(block, shortcut, post=nn.ReLU())
 
 
 class SmallResNet(nn.Module):
@@ -101,14 +121,20 @@ class SmallResNet(nn.Module):
         for s, nb in enumerate(blocks):
             c_out = width * 2 ** s
             for b in range(int(nb)):
-                layers.append(BasicBlock(c, c_out, stride=2 if (s > 0 and b == 0) else 1, batchnorm=batchnorm))
+                layers.append(basic_block(c, c_out, stride=2 if (s > 0 and b == 0) else 1, batchnorm=batchnorm))
                 c = c_out
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
         self.fc = nn.Linear(c, num_classes)
 
+    @property
+    def genbound_layers(self) -> list[nn.Module]:
+        """What ``forward`` applies, in order (read by the sound verifier)."""
+        return [self.stem, self.layers, self.pool, self.flatten, self.fc]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+        return self.fc(self.flatten(self.pool(self.layers(self.stem(x)))))
 
 
 def _check_common(num_classes: int) -> None:

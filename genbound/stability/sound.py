@@ -79,6 +79,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genbound.errors import UserInputError
+from genbound.models.architectures import Residual  # noqa: F401  (re-exported: the residual protocol)
+from genbound.models.normalize import Normalize  # noqa: F401  (re-exported: the normalization protocol)
 
 __all__ = [
     "Normalize",
@@ -102,26 +104,6 @@ EXACT_MAX_DIM = 8
 # ---------------------------------------------------------------------------------------------
 
 
-class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel (dim 1). Verifiable: ``genbound_normalize = True``."""
-
-    genbound_normalize = True
-
-    def __init__(self, mean, std):
-        super().__init__()
-        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
-        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
-        if mean.shape != std.shape:
-            raise UserInputError("Normalize: mean and std must have the same number of channels")
-        if torch.any(std == 0):
-            raise UserInputError("Normalize: std must be non-zero in every channel")
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, x):
-        return _normalize(x, self.mean, self.std)
-
-
 def _normalize(x, mean, std):
     mean = mean.to(x.dtype).reshape(-1)
     std = std.to(x.dtype).reshape(-1)
@@ -131,26 +113,6 @@ def _normalize(x, mean, std):
     else:
         shape = [1]
     return (x - mean.reshape(shape)) / std.reshape(shape)
-
-
-class Residual(nn.Module):
-    """``post(block(x) + shortcut(x))``; ``shortcut=None`` is the identity, ``post=None`` none.
-
-    Verifiable: ``genbound_residual = True``. A ResNet basic block is
-    ``Residual(Sequential(conv, bn, ReLU(), conv, bn), shortcut=Sequential(conv1x1, bn), post=ReLU())``.
-    """
-
-    genbound_residual = True
-
-    def __init__(self, block: nn.Module, shortcut: nn.Module | None = None, post: nn.Module | None = None):
-        super().__init__()
-        self.block = block
-        self.shortcut = shortcut
-        self.post = post
-
-    def forward(self, x):
-        y = self.block(x) + (x if self.shortcut is None else self.shortcut(x))
-        return y if self.post is None else self.post(y)
 
 
 class UnsupportedModelError(Exception):
