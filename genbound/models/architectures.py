@@ -40,6 +40,11 @@ class MLP(nn.Module):
         layers.append(nn.Linear(d, num_classes))
         self.net = nn.Sequential(*layers)
 
+    @property
+    def genbound_layers(self) -> nn.Sequential:
+        """The layers ``forward`` applies, in order (lets the sound verifier walk the model)."""
+        return self.net
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 

@@ -16,7 +16,11 @@ class Normalize(nn.Module):
     """``(x - mean) / std`` per channel (dim 1); a single value broadcasts to every channel.
 
     For flat inputs ``(N, d)`` only a single mean/std is allowed (applied to every feature).
+    ``genbound_normalize = True`` lets the sound verifier fold it into an affine map (its forward
+    pass is checked numerically there).
     """
+
+    genbound_normalize = True
 
     def __init__(self, mean: tuple[float, ...] | Normalization = (0.0,), std: tuple[float, ...] = (1.0,)) -> None:
         super().__init__()
