@@ -19,12 +19,16 @@ COMMANDS: dict[str, str] = {
     "demo": "genbound.commands.demo",
     "evaluate": "genbound.commands.evaluate",
     "bounds": "genbound.commands.bounds",
+    "study": "genbound.commands.study",
+    "check": "genbound.commands.check",
 }
 
 _HELP: dict[str, str] = {
     "demo": "the whole pipeline on shipped data and reference models (--quick: about a minute)",
     "evaluate": "every bound for your own models and data, described by a TOML file",
     "bounds": "compute every bound of the spec from a per-sample statistics file (.npz)",
+    "study": "run a study end to end (certified-lowdim: where certified bounds are non-vacuous)",
+    "check": "self-checks of validity: coverage (simulated failure rates) and memorization",
 }
 
 

@@ -86,7 +86,7 @@ def best_over_grid(reports: Iterable[BoundReport], delta: float, grid_size: int,
             if key not in best or r.value < best[key].value:
                 best[key] = r
     return [{"model": m, "name": nm, "kind": "certified", "value": r.value, "K": r.K, "log_K": r.log_K,
-             "kappa": r.kappa, "terms": dict(r.terms), "delta": float(delta), "delta_per_partition": dj,
+             "kappa": r.kappa, "terms": r.to_dict()["terms"], "delta": float(delta), "delta_per_partition": dj,
              "grid_size": int(grid_size),
              "note": (f"minimum over {grid_size} {what} (delta split evenly: {delta:g}/{grid_size} = {dj:.4g} each, "
                       f"union bound) and the kappa grid on each; certified at 1 - {delta:g}")}
