@@ -54,8 +54,8 @@ def kappa_zero_check(report: BoundReport, collapse_tol: float = 0.01) -> list[di
                          f"below the held-out error {he:.4f}: training error + a concentration term says nothing "
                          "about a memorizing model; not evidence of generalization"),
             "collapses": (f"at kappa = {r0.kappa:g} the robustness term is {rob:.4f}: the estimate is R_S + U "
-                          f"({r0.value:.4f}); it covers the held-out error here, but for a memorizing model "
-                          "R_S + U would not (background §7.4)"),
+                          f"({r0.value:.4g}); it covers the held-out error here only through R_S + U, which carries "
+                          "no information about the model and misses a memorizer once U is small (background §7.4)"),
             "ok": (f"the robustness term is still {rob:.4f} at the smallest kappa of the grid ({r0.kappa:g}); "
                    "the collapse to R_S + U appears only at smaller kappa"),
         }[flag]
