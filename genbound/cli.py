@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "bounds": "genbound.commands.bounds",
     "train": "genbound.commands.train",
     "wci": "genbound.commands.wci",
+    "study": "genbound.commands.study",
+    "check": "genbound.commands.check",
 }
 
 _HELP: dict[str, str] = {
@@ -29,6 +31,8 @@ _HELP: dict[str, str] = {
     "bounds": "compute every bound of the spec from a per-sample statistics file (.npz)",
     "train": "train a reference model (mlp, small_cnn, small_resnet) on a named dataset and save its weights",
     "wci": "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen adversarial examples",
+    "study": "run a study end to end (certified-lowdim: where certified bounds are non-vacuous)",
+    "check": "self-checks of validity: coverage (simulated failure rates) and memorization",
 }
 
 

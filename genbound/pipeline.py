@@ -23,6 +23,7 @@ from torch import nn
 
 from genbound import __version__
 from genbound.bounds import BoundReport, SampleStats, compute_bounds, save_stats_npz
+from genbound.bounds.grids import best_over_grid, split_delta
 from genbound.collect import collect
 from genbound.config import Config, to_toml
 from genbound.data.source import DataSource
@@ -230,7 +231,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             stats_all.append(s)
             reports.append(compute_bounds(s, cfg.delta))
             if len(partitions) > 1:
-                grid_reports.append(compute_bounds(s, cfg.delta / len(partitions)))
+                grid_reports.append(compute_bounds(s, split_delta(cfg.delta, len(partitions))))
     report = BoundReport.merge(reports)
     records = {
         "models": [{"name": mi.name, **getattr(mi.model, "genbound_model", {}),
@@ -241,7 +242,8 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         "wall_s": round(time.perf_counter() - t0, 3),
         "versions": software_versions(),
     }
-    return Evaluation(report, stats_all, cfg, records, _best_over_grid(grid_reports, len(partitions), cfg.delta))
+    best = best_over_grid(grid_reports, cfg.delta, len(partitions), what="K values") if len(partitions) > 1 else []
+    return Evaluation(report, stats_all, cfg, records, best)
 
 
 def _jsonable(v: Any) -> Any:
@@ -293,19 +295,3 @@ def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str |
     if path:
         _save_npz_atomic(path, stable=res.stable, pred=res.pred, evidence=np.str_(json.dumps(evidence)))
     return {"stable": res.stable, "pred": res.pred, "evidence": evidence}
-
-
-def _best_over_grid(reports: list[BoundReport], G: int, delta: float) -> list[dict[str, Any]]:
-    """Smallest certified value per (model, name) over every partition of the grid and every kappa,
-    each computed at delta / G (union bound over the G partitions; kappas on one partition are free)."""
-    best: dict[tuple[str, str], Any] = {}
-    for rep in reports:
-        for r in rep.results:
-            if r.kind != "certified" or r.value is None or r.name == "holdout_cp":
-                continue
-            key = (r.model, r.name)
-            if key not in best or r.value < best[key].value:
-                best[key] = r
-    return [{"model": m, "name": nm, "value": r.value, "K": r.K, "log_K": r.log_K, "kappa": r.kappa, "delta": delta,
-             "delta_per_partition": delta / G, "note": f"minimum over {G} partitions (delta split evenly) and the kappa grid"}
-            for (m, nm), r in best.items()]

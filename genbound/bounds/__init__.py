@@ -10,6 +10,7 @@ No torch import here or below. Typical use::
 """
 
 from genbound.bounds.concentration import clopper_pearson_upper, u_g, u_kaw, u_m, u_xm
+from genbound.bounds.grids import best_over_grid, median_over_partitions, split_delta
 from genbound.bounds.io import load_stats_npz, save_stats_npz
 from genbound.bounds.result import SCHEMA, BoundReport, BoundResult
 from genbound.bounds.stats import SOUND_METHODS, SampleStats
@@ -18,5 +19,6 @@ from genbound.bounds.suite import CERTIFIED, DIAGNOSTIC, RESULT_NAMES, compute_b
 __all__ = [
     "SampleStats", "compute_bounds", "BoundReport", "BoundResult", "SCHEMA", "SOUND_METHODS",
     "CERTIFIED", "DIAGNOSTIC", "RESULT_NAMES", "load_stats_npz", "save_stats_npz",
+    "best_over_grid", "median_over_partitions", "split_delta",
     "clopper_pearson_upper", "u_xm", "u_kaw", "u_g", "u_m",
 ]

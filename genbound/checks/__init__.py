@@ -1,0 +1,1 @@
+"""Self-checks of validity: coverage (simulated failure rates) and memorization."""

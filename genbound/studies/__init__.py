@@ -1,0 +1,6 @@
+"""Studies and self-checks built from the library's layers (data -> ... -> bounds -> report).
+
+- :mod:`genbound.studies.kappa_fine`: every bound on kappa-fine label-pure grids rebuilt per kappa
+  (delta split over the kappa grid, spec §5).
+- :mod:`genbound.studies.certified_lowdim`: ``genbound study certified-lowdim``.
+"""
