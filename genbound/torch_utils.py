@@ -72,12 +72,13 @@ def array_hash(a: Any) -> str:
     return "sha256:" + hashlib.sha256(arr.tobytes()).hexdigest()[:16]
 
 
-def check_kappas(kappas: Iterable[float], *, upper: float = 1.0, norm: str = "linf") -> np.ndarray:
+def check_kappas(kappas: Iterable[float], *, norm: str = "linf", dim: int | None = None) -> np.ndarray:
     """Validate a kappa grid: finite, in [0, upper] pixel units, strictly ascending; returns float64[J].
 
     ``upper`` is 1 for l_inf radii (pixels live in [0, 1]); an l_2 radius may reach the cube's
-    diameter sqrt(d), which the engines pass as ``upper``.
+    diameter sqrt(dim); other kinds (Gaussian noise) are not bounded.
     """
+    upper = 1.0 if norm == "linf" else (float(np.sqrt(dim)) if norm == "l2" and dim else float("inf"))
     k = np.asarray(list(kappas) if not isinstance(kappas, np.ndarray) else kappas, dtype=np.float64).reshape(-1)
     if k.size == 0:
         raise UserInputError("the kappa grid is empty; give at least one radius, e.g. kappas=[2/255]")

@@ -38,8 +38,7 @@ def noise_stability(model: nn.Module, source: DataSource, kappas: Sequence[float
     if draws < 1 or batch_size < 1 or eval_batch < 1:
         raise UserInputError("draws, batch_size and eval_batch must be >= 1")
     d = source.dim
-    k = check_kappas(kappas, upper=1.0 if kind == "linf" else (float(np.sqrt(d)) if kind == "l2" else float("inf")),
-                     norm=kind)
+    k = check_kappas(kappas, norm=kind, dim=d)
     dev = resolve_device(device)
     model = model.to(dev)
     n, J = len(source), k.size

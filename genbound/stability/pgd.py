@@ -77,8 +77,7 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] 
     if step_size is not None and step_size <= 0:
         raise UserInputError(f"step_size must be positive; got {step_size}")
     d = source.dim
-    k = check_kappas(kappas, upper=1.0 if norm == "linf" else (float(np.sqrt(d)) if norm == "l2" else float("inf")),
-                     norm=norm)
+    k = check_kappas(kappas, norm=norm, dim=d)
     alphas = [float(step_size) if step_size is not None else rel_step_size * float(kp) / max(steps, 1) for kp in k]
     dev = resolve_device(device)
     model = model.to(dev)
