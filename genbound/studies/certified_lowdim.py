@@ -21,7 +21,6 @@ at ``delta``, and run the kappa -> 0 sanity check of the stability diagnostics.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
