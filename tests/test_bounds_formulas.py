@@ -196,3 +196,11 @@ def test_table_marks_non_covering_values(rng):
     text = compute_bounds(SampleStats(**a, K=4)).table()
     assert "holdout_cp" in text and "certified" in text and "diagnostic" in text
     assert "!" in text  # than_localavg falls below the held-out error here
+
+
+def test_sound_flag_without_method_is_a_recorded_declaration():
+    s = SampleStats(train_cell=np.array([0, 0, 1]), train_loss=np.array([0, 0, 1], np.uint8),
+                    train_stable=np.array([[True], [False], [True]]), kappas=np.array([0.1]), K=4,
+                    stability_sound=True, label_pure=True, max_cell_diameter=0.1)
+    assert s.stability_method.startswith("declared sound")
+    assert compute_bounds(s).select("theorem_n")[0].terms["proven_cells"] == 1

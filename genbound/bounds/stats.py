@@ -65,7 +65,8 @@ class SampleStats:
         if they agree.
     stability_method, stability_sound:
         How stability was decided. Only ``ibp``, ``crown`` and ``exact`` are sound; a sound flag
-        for any other method is refused.
+        for any other named method is refused. A sound flag without a method is taken as the
+        user's declaration and recorded as such.
     label_pure, max_cell_diameter:
         Whether each cell holds one label, and the geometric diameter of every cell region in the
         stability norm, known by construction (``None`` = unknown: no cell is ever proven).
@@ -137,7 +138,9 @@ class SampleStats:
             kappas, st = kappas[order], st[:, order]
         K, log_K = self._resolve_K(self.K, self.log_K)
         method = str(self.stability_method)
-        if self.stability_sound and method not in SOUND_METHODS:
+        if self.stability_sound and method == "unknown":
+            method = "declared sound (method not given)"
+        elif self.stability_sound and method not in SOUND_METHODS:
             raise UserInputError(
                 f"stability_sound=True but stability_method={method!r}; only {sorted(SOUND_METHODS)} are sound"
             )
