@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "bounds": "genbound.commands.bounds",
     "train": "genbound.commands.train",
     "wci": "genbound.commands.wci",
+    "study": "genbound.commands.study",
 }
 
 _HELP: dict[str, str] = {
@@ -29,6 +30,7 @@ _HELP: dict[str, str] = {
     "bounds": "compute every bound of the spec from a per-sample statistics file (.npz)",
     "train": "train a reference model (mlp, small_cnn, small_resnet) on a named dataset and save its weights",
     "wci": "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen adversarial examples",
+    "study": "end-to-end studies: robust-overfitting",
 }
 
 
