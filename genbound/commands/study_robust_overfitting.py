@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", default=None,
                         help="comma-separated runs (default: pgd_piecewise,awp,pgd_wci_guarded[,pgd_cosine in the full study]); "
                              "also available: trades")
+    parser.add_argument("--label-noise", type=float, default=None,
+                        help="fraction of training labels replaced by random other classes (default 0; test labels stay clean)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialization, data order and attacks (default 0)")
     parser.add_argument("--no-dynamics", action="store_true", help="skip the learning-dynamics experiment")
     parser.add_argument("--fresh", action="store_true", help="start over even if --out holds checkpoints")
@@ -69,6 +71,10 @@ def run_robust_overfitting(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     study = quick_config() if args.quick else StudyConfig()
     study.base.seed = int(args.seed)
+    if args.label_noise is not None:
+        if not 0 <= args.label_noise < 1:
+            raise UserInputError(f"--label-noise must be in [0, 1), got {args.label_noise}")
+        study.label_noise = float(args.label_noise)
     if args.epochs is not None:
         study.base.epochs = int(args.epochs)
         ms = [m for m in study.base.schedule.get("milestones", []) if m < args.epochs]

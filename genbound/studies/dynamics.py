@@ -15,8 +15,8 @@ Starting from a snapshot of an adversarial-training run taken just before its fi
    ``sigma_i^2(t0+k) = rho_i^k sigma_i^2(t0) + (1 - rho_i^k) sigma_bar_i^2(eta2)``,
    ``rho_i = (1 - eta2 h_i)^2`` (the spec's formula, written for plain SGD; with momentum the
    relaxation is faster, so it is an upper envelope of the relaxation time).
-3. Measurement: ``R`` replicas continue PGD-AT from the snapshot with their own data order and
-   attack starts, ``steps1`` steps at ``eta1`` then ``steps2`` at ``eta2``; ``p_i(t) = u_i . W_t``
+3. Measurement: ``R`` replicas continue PGD-AT from the snapshot with their own mini-batches
+   (``B`` indices drawn with replacement per step) and attack starts, ``steps1`` steps at ``eta1`` then ``steps2`` at ``eta2``; ``p_i(t) = u_i . W_t``
    every step. Measured variance: across replicas at each step (ensemble), and over the window of
    replica 0's iterates in the second half of the ``eta1`` phase (time window), beside the
    predictions.

@@ -15,9 +15,12 @@ learning-rate phase), the robust-overfitting verdict of every run (computed by
 around the first decay of the PGD-AT run (:mod:`genbound.studies.dynamics`).
 
 Setting (full): 1,000 training images of ``mnist5k``, an MLP 784-1024-1024-10 on raw [0, 1]
-pixels, l_inf PGD-5 training at eps 0.2, SGD (momentum 0.9, weight decay 5e-4, batch 128),
-lr 0.1 decayed x0.1 at epoch 30, 90 epochs; evaluation with PGD-10 on 500 training and 3,000 test
-images (disjoint from the 500 validation images). ``--quick`` is a toy version of the same
+pixels, l_inf PGD-5 training at eps 0.2 (step 2.5 eps / 5), SGD (momentum 0.9, weight decay 5e-4,
+batch 32), lr 0.05 decayed x0.1 at epoch 30, 80 epochs; evaluation with PGD-10 (step eps/4) on
+500 training and 3,000 test images (disjoint from the 500 validation images). ``label_noise``
+(``--label-noise``) replaces that fraction of the *training* labels by random other classes
+(:func:`genbound.data.randomize_labels`; validation and test labels stay clean); the robust train
+accuracy is then measured against the labels trained on. ``--quick`` is a toy version of the same
 protocol (few epochs, small subsets) that checks the machinery, not the phenomenon.
 """
 
@@ -46,13 +49,14 @@ class StudyConfig:
     """Data, model, base training configuration, runs and dynamics settings of the study."""
 
     dataset: str = "mnist5k"
+    label_noise: float = 0.0
     n_train: int = 1000
     n_val: int = 500
     n_test: int = 3000
     hidden: tuple[int, ...] = (1024, 1024)
     split_seed: int = 0
     base: TrainConfig = field(default_factory=lambda: TrainConfig(
-        method="pgd", eps=0.2, attack_steps=5, epochs=90, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
+        method="pgd", eps=0.2, attack_steps=5, epochs=80, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4,
         schedule={"name": "piecewise", "milestones": [30], "factor": 0.1},
         track=TrackConfig(eval_train_size=500, eval_test_size=3000, eval_steps=10, wci_subset=256, wci_probes=4,
                           expensive_every=5, dense_after_decay=3, top_eig_iters=20, trace_c_subset=128)))
@@ -69,16 +73,17 @@ class StudyConfig:
 
 
 def quick_config() -> StudyConfig:
-    """A toy version of the full protocol (minutes on a CPU core): checks that every field is produced."""
-    base = TrainConfig(method="pgd", eps=0.2, attack_steps=3, epochs=3, batch_size=64, lr=0.1, momentum=0.9,
-                       weight_decay=5e-4, schedule={"name": "piecewise", "milestones": [1], "factor": 0.1},
-                       track=TrackConfig(eval_train_size=128, eval_test_size=256, eval_steps=5, wci_subset=64,
-                                         wci_probes=2, expensive_every=2, dense_after_decay=1, top_eig_iters=5,
-                                         trace_c_subset=32))
-    return StudyConfig(n_train=256, n_val=128, n_test=256, hidden=(128,), base=base,
+    """A toy version of the full protocol (about a minute on a CPU core): checks that every field is
+    produced; too short to show the phenomenon."""
+    base = TrainConfig(method="pgd", eps=0.2, attack_steps=3, epochs=6, batch_size=32, lr=0.05, momentum=0.9,
+                       weight_decay=5e-4, schedule={"name": "piecewise", "milestones": [3], "factor": 0.1},
+                       track=TrackConfig(eval_train_size=256, eval_test_size=512, eval_steps=5, wci_subset=128,
+                                         wci_probes=2, expensive_every=3, dense_after_decay=1, top_eig_iters=10,
+                                         trace_c_subset=64))
+    return StudyConfig(n_train=512, n_val=128, n_test=512, hidden=(256, 256), base=base,
                        runs=("pgd_piecewise", "awp", "pgd_wci_guarded"),
                        guard={"tau": 0.0, "patience": 1, "mode": "freeze"},
-                       dynamics={"k": 2, "subset": 64, "replicas": 2, "steps1": 6, "steps2": 6})
+                       dynamics={"k": 2, "subset": 128, "replicas": 2, "steps1": 16, "steps2": 16})
 
 
 def run_config(study: StudyConfig, name: str) -> TrainConfig:
@@ -114,7 +119,14 @@ def load_data(study: StudyConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(derive_seed(study.split_seed, 31)))
     a, b = study.n_train, study.n_train + study.n_val
     parts = {"train": perm[:a], "val": perm[a:b], "test": perm[b:need]}
-    return {k: (x[v].float(), y[v].long()) for k, v in parts.items()}
+    out = {k: (x[v].float(), y[v].long()) for k, v in parts.items()}
+    if study.label_noise > 0:
+        from genbound.data import TensorSource, randomize_labels
+
+        noisy, _ = randomize_labels(TensorSource(out["train"][0], out["train"][1], num_classes=int(y.max()) + 1),
+                                    study.label_noise, seed=derive_seed(study.split_seed, 32) % 2**32)
+        out["train"] = (out["train"][0], torch.as_tensor(noisy.labels, dtype=torch.long))
+    return out
 
 
 def make_model(study: StudyConfig, shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
@@ -157,7 +169,7 @@ def run_study(study: StudyConfig, out_dir: str | Path, *, show_progress: bool = 
         "schema": SCHEMA,
         "provenance": "reconstructed (spec wci.md); WCI-guarded schedule is genbound's own design",
         "config": study.to_dict(),
-        "data": {"dataset": study.dataset, "n_train": study.n_train, "n_val": study.n_val, "n_test": study.n_test,
+        "data": {"dataset": study.dataset, "label_noise_train": study.label_noise, "n_train": study.n_train, "n_val": study.n_val, "n_test": study.n_test,
                  "split": f"torch.randperm(N, generator=manual_seed(derive_seed({study.split_seed}, 31)))"},
         "runs": runs,
         "correlations": correlations,
