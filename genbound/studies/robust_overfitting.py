@@ -6,7 +6,9 @@ Three runs on the same data, model initialization and attack:
   so "piecewise + early stopping" is read off the same run (the epoch of best validation robust
   accuracy);
 - ``awp``: AWP (Wu et al. 2020) on the same schedule;
-- ``pgd_wci_guarded``: PGD-AT with the WCI-guarded schedule (genbound's own design, spec §4);
+- ``pgd_wci_guarded``: PGD-AT with the WCI-guarded schedule (genbound's own design, spec §4), in
+  ``raise`` mode (tau 0.1, patience 2, x2 up to the base rate): ``freeze`` only cancels later decays,
+  so it cannot act on overfitting that sets in between the first and the second decay;
 
 plus, in the full configuration, ``pgd_cosine``. Every epoch's record (spec §1) goes to
 ``runs/<name>/epochs.jsonl``; ``study.json`` gathers the runs, WCI-gap correlations (overall and per
@@ -16,7 +18,7 @@ around the first decay of the PGD-AT run (:mod:`genbound.studies.dynamics`).
 
 Setting (full): 1,000 training images of ``mnist5k``, an MLP 784-1024-1024-10 on raw [0, 1]
 pixels, l_inf PGD-5 training at eps 0.2 (step 2.5 eps / 5), SGD (momentum 0.9, weight decay 5e-4,
-batch 32), lr 0.05 decayed x0.1 at epoch 30, 80 epochs; evaluation with PGD-10 (step eps/4) on
+batch 32), lr 0.05 decayed x0.1 at epochs 30 and 55, 80 epochs; evaluation with PGD-10 (step eps/4) on
 500 training and 3,000 test images (disjoint from the 500 validation images). ``label_noise``
 (``--label-noise``) replaces that fraction of the *training* labels by random other classes
 (:func:`genbound.data.randomize_labels`; validation and test labels stay clean); the robust train
@@ -57,11 +59,11 @@ class StudyConfig:
     split_seed: int = 0
     base: TrainConfig = field(default_factory=lambda: TrainConfig(
         method="pgd", eps=0.2, attack_steps=5, epochs=80, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4,
-        schedule={"name": "piecewise", "milestones": [30], "factor": 0.1},
+        schedule={"name": "piecewise", "milestones": [30, 55], "factor": 0.1},
         track=TrackConfig(eval_train_size=500, eval_test_size=3000, eval_steps=10, wci_subset=256, wci_probes=4,
                           expensive_every=5, dense_after_decay=3, top_eig_iters=20, trace_c_subset=128)))
     runs: tuple[str, ...] = ("pgd_piecewise", "awp", "pgd_wci_guarded", "pgd_cosine")
-    guard: dict[str, Any] = field(default_factory=lambda: {"tau": 0.1, "patience": 2, "mode": "freeze"})
+    guard: dict[str, Any] = field(default_factory=lambda: {"tau": 0.1, "patience": 2, "mode": "raise", "gamma_up": 2.0})
     awp_gamma: float = 5e-3
     dynamics: dict[str, Any] | None = field(default_factory=lambda: {"k": 3, "subset": 256, "replicas": 4,
                                                                       "steps1": 80, "steps2": 80})
