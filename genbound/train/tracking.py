@@ -44,12 +44,18 @@ class TrackConfig:
     eval_step_size: float | None = None
     wci_subset: int = 256
     wci_probes: int = 4
+    wci_estimator: str = "hutchinson"
     expensive_every: int = 5
     dense_after_decay: int = 3
     top_eig_iters: int = 20
     top_eig_tol: float = 1e-3
     trace_c_subset: int = 128
     batch_size: int = 500
+
+
+def _frozen(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Identity "attack": the inputs handed over are already the frozen adversarial examples."""
+    return x
 
 
 @torch.no_grad()
@@ -85,7 +91,7 @@ class Tracker:
             "attack_seed": "fixed across epochs",
             "eval_train_size": int(self.x_tr.shape[0]), "eval_test_size": int(self.x_te.shape[0]),
             "val_size": None if x_val is None else int(x_val.shape[0]),
-            "wci": f"hutchinson, {config.wci_probes} probes per layer, same probe seed every epoch, first "
+            "wci": f"{config.wci_estimator}, {config.wci_probes} probes per layer (hutchinson), same probe seed every epoch, first "
                    f"{min(config.wci_subset, self.x_tr.shape[0])} examples of the train subset",
             "top_eig": f"power iteration (max {config.top_eig_iters} iters, tol {config.top_eig_tol}) over the WCI layers jointly",
             "trace_c": f"per-example gradient covariance over the WCI layers, first {config.trace_c_subset} examples of the WCI subset",
@@ -124,10 +130,12 @@ class Tracker:
             xa_val = self._attack(model, self.x_val, self.y_val, 2)
             rec["val_rob_acc"], rec["val_rob_loss"] = _acc_loss(model, xa_val, self.y_val, bs)
         m = min(self.cfg.wci_subset, self.x_tr.shape[0])
-        xs, ys, xas = self.x_tr[:m], self.y_tr[:m], xa_tr[:m]
-        res = wci(model, (xs, ys), eps=self.eps, norm=self.norm, subset_size=None, seed=derive_seed(self.seed, 13),
-                  n_probes=self.cfg.wci_probes, attack=lambda _m, _x, _y: xas, batch_size=bs, clip=self.clip,
-                  n_train=m)
+        ys, xas = self.y_tr[:m], xa_tr[:m]
+        # wci() draws its subset by a seeded permutation and hands the permuted inputs to ``attack``:
+        # give it the frozen adversarial examples themselves and an identity attack, so inputs and
+        # labels stay paired whatever order it uses.
+        res = wci(model, (xas, ys), eps=self.eps, norm=self.norm, subset_size=None, seed=derive_seed(self.seed, 13),
+                  n_probes=self.cfg.wci_probes, estimator=self.cfg.wci_estimator, attack=_frozen, batch_size=bs, clip=self.clip, n_train=m)
         rec["wci"] = res.wci
         rec["wci_se"] = res.wci_se
         rec["weight_norm_sq"] = res.weight_norm_sq
