@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``genbound study robust-overfitting``."""
     parser.add_argument("--out", required=True, help="output folder (created; an existing study there is resumed)")
     parser.add_argument("--quick", action="store_true", help="toy version: a few epochs on small subsets (< 3 minutes)")
+    parser.add_argument("--setting", choices=("mnist5k-noisy", "mnist5k"), default="mnist5k-noisy",
+                        help="full-study setting: mnist5k-noisy (20%% training label noise, eps 0.1; shows robust "
+                             "overfitting, default) or mnist5k (clean labels, eps 0.2)")
     parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs (default: 90, quick: 3)")
     parser.add_argument("--runs", default=None,
                         help="comma-separated runs (default: pgd_piecewise,awp,pgd_wci_guarded[,pgd_cosine in the full study]); "
@@ -52,7 +55,7 @@ def run_robust_overfitting(args: argparse.Namespace) -> int:
     import torch
 
     from genbound.errors import UserInputError
-    from genbound.studies.robust_overfitting import StudyConfig, quick_config, run_study
+    from genbound.studies.robust_overfitting import full_config, quick_config, run_study
 
     out = args.out
     if os.path.exists(out) and not os.path.isdir(out):
@@ -69,7 +72,7 @@ def run_robust_overfitting(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UserInputError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
-    study = quick_config() if args.quick else StudyConfig()
+    study = quick_config() if args.quick else full_config(args.setting)
     study.base.seed = int(args.seed)
     if args.label_noise is not None:
         if not 0 <= args.label_noise < 1:
