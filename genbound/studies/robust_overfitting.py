@@ -109,7 +109,7 @@ def quick_config() -> StudyConfig:
                                          trace_c_subset=64))
     return StudyConfig(n_train=512, n_val=128, n_test=512, hidden=(256, 256), base=base,
                        runs=("pgd_piecewise", "awp", "pgd_wci_guarded"),
-                       guard={"tau": 0.0, "patience": 1, "mode": "freeze"},
+                       guard={"tau": 0.0, "patience": 1, "mode": "raise", "gamma_up": 2.0},
                        dynamics={"k": 2, "subset": 128, "replicas": 2, "steps1": 16, "steps2": 16})
 
 

@@ -19,6 +19,7 @@ def _toy_study():
     s = quick_config()
     s.n_train, s.n_val, s.n_test, s.hidden = 96, 48, 96, (32,)
     s.base.epochs, s.base.batch_size, s.base.attack_steps = 3, 48, 2
+    s.base.schedule = {"name": "piecewise", "milestones": [1], "factor": 0.1}
     s.base.track.eval_train_size, s.base.track.eval_test_size = 64, 96
     s.base.track.wci_subset, s.base.track.trace_c_subset = 32, 16
     s.dynamics = {"k": 2, "subset": 32, "replicas": 2, "steps1": 3, "steps2": 3}
