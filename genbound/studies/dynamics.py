@@ -144,6 +144,7 @@ def learning_dynamics(
         "measured_var_window_eta1": window_var,
         "measured_var_ensemble_eta1": ens_stat1,
         "measured_var_ensemble_end_eta2": ens_end2,
+        "predicted_half_h_var_topk_eta1": 0.5 * sum(hi * v for hi, v in zip(h, pred1) if v is not None),
         "measured_half_h_var_ensemble_eta1": 0.5 * sum(hi * v for hi, v in zip(h, ens_stat1)),
         "rho": rho,
         "ensemble_var_by_step": ens_var.tolist(),

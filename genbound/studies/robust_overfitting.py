@@ -279,7 +279,9 @@ def report_text(result: dict[str, Any]) -> str:
             lines.append(f"| u{i + 1} | {d['h'][i]:.4g} | {d['c'][i]:.3g} | {_f(d['predicted_var_eta1'][i], 6)} | "
                          f"{_f(d['measured_var_ensemble_eta1'][i], 6)} | {_f(d['measured_var_window_eta1'][i], 6)} | "
                          f"{_f(d['predicted_var_eta2'][i], 6)} | {_f(d['measured_var_ensemble_end_eta2'][i], 6)} |")
-        lines.append(f"\nPredicted 1/2 Tr(H Sigma) at eta1 (whole layer): {d['predicted_half_tr_h_sigma_eta1']:.4g}; "
-                     f"measured 1/2 sum_i h_i var_i over the top {d['k']} directions: {d['measured_half_h_var_ensemble_eta1']:.4g}.")
+        lines.append(f"\nPredicted 1/2 Tr(H Sigma) at eta1 (whole layer, eta Tr C / (4 B (1 - beta))): "
+                     f"{d['predicted_half_tr_h_sigma_eta1']:.4g}. Over the top {d['k']} directions, 1/2 sum_i h_i var_i: "
+                     f"predicted {d['predicted_half_h_var_topk_eta1']:.4g}, measured (replicas) "
+                     f"{d['measured_half_h_var_ensemble_eta1']:.4g}.")
     lines.append(f"\nTotal time {result['seconds']:.0f} s with {result['environment']['threads']} torch thread(s).")
     return "\n".join(lines)
