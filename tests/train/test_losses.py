@@ -43,7 +43,28 @@ def test_trades_loss_sanity():
         kl = float(kl_div(model(x), model(xa)))
     assert kl > 0
     rand = (x + 0.1 * (2 * torch.rand(x.shape, generator=g) - 1)).clamp(0, 1)
-    assert kl > float(kl_div(model(x), model(rand)))  # the attack beats a random point of the ball
+    with torch.no_grad():
+        assert kl > float(kl_div(model(x), model(rand)))  # the attack beats a random point of the ball
     l1 = trades_loss(model, x, xa, y, beta=1.0)
     l6 = trades_loss(model, x, xa, y, beta=6.0)
     assert torch.allclose(l6 - l1, 5 * kl_div(model(x), model(xa)), atol=1e-5)
+
+
+import pytest  # noqa: E402
+
+from genbound.train import train_epoch  # noqa: E402
+from tests.train.helpers import toy_config  # noqa: E402
+
+
+@pytest.mark.parametrize("method", ["pgd", "trades", "awp"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_every_method_and_norm_takes_steps(method, norm):
+    x, y = toy_data(80)
+    model = toy_model()
+    cfg = toy_config(method, epochs=1, norm=norm)
+    if norm == "l2":
+        cfg.eps = 0.5
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loss = train_epoch(model, opt, cfg, x, y, epoch=0, awp=AWP(model, 5e-3) if method == "awp" else None)
+    assert loss > 0 and all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
