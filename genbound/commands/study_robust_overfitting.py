@@ -96,7 +96,8 @@ def run_robust_overfitting(args: argparse.Namespace) -> int:
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     result = run_study(study, out, show_progress=not args.quiet, log=log)
     if not args.quiet:
-        print(open(os.path.join(out, "report.md")).read())
+        with open(os.path.join(out, "report.md")) as f:
+            print(f.read())
     print(f"wrote {os.path.join(out, 'study.json')} ({result['seconds']:.0f} s)")
     return 0
 

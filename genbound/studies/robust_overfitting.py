@@ -39,9 +39,9 @@ from typing import Any
 import torch
 
 from genbound.errors import UserInputError
+from genbound.studies.stats import robust_overfitting, wci_gap_correlations
 from genbound.torch_utils import derive_seed
 from genbound.train import TrackConfig, TrainConfig, train_adversarial
-from genbound.studies.stats import robust_overfitting, wci_gap_correlations
 
 SCHEMA = "genbound.study.robust_overfitting/1"
 
@@ -271,10 +271,11 @@ def report_text(result: dict[str, Any]) -> str:
                      f"{_f(c['kendall'], 3)} |")
     d = result.get("dynamics")
     if d:
-        lines += ["", f"## Learning dynamics ({d['layer']}, snapshot after epoch {d['snapshot_epoch']}, "
-                      f"eta {d['eta1']:g} -> {d['eta2']:g}, {d['replicas']} replicas)", "",
-                  "| direction | h_i | c_i | predicted var (eta1) | measured var, replicas | measured var, window | "
-                  "predicted var (eta2) | measured var, end of eta2 |", "|---|---|---|---|---|---|---|---|"]
+        title = (f"## Learning dynamics ({d['layer']}, snapshot after epoch {d['snapshot_epoch']}, "
+                 f"eta {d['eta1']:g} -> {d['eta2']:g}, {d['replicas']} replicas)")
+        header = ("| direction | h_i | c_i | predicted var (eta1) | measured var, replicas | measured var, window | "
+                  "predicted var (eta2) | measured var, end of eta2 |")
+        lines += ["", title, "", header, "|---|---|---|---|---|---|---|---|"]
         for i in range(d["k"]):
             lines.append(f"| u{i + 1} | {d['h'][i]:.4g} | {d['c'][i]:.3g} | {_f(d['predicted_var_eta1'][i], 6)} | "
                          f"{_f(d['measured_var_ensemble_eta1'][i], 6)} | {_f(d['measured_var_window_eta1'][i], 6)} | "

@@ -10,13 +10,47 @@ Public API:
 - :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`rng_state`, :func:`set_rng_state`
 """
 
-from genbound.train.adversarial import TrainConfig, TrainResult, train_adversarial, train_epoch
+from genbound.train.adversarial import (
+           TrainConfig,
+           TrainResult,
+           train_adversarial,
+           train_epoch,
+)
 from genbound.train.awp import AWP
-from genbound.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from genbound.train.schedules import Cosine, Piecewise, Schedule, WCIGuarded, make_schedule
-from genbound.train.trades import trades_attack, trades_loss
+from genbound.train.checkpoint import (
+           load_checkpoint,
+           rng_state,
+           save_checkpoint,
+           set_rng_state,
+)
+from genbound.train.schedules import (
+           Cosine,
+           Piecewise,
+           Schedule,
+           WCIGuarded,
+           make_schedule,
+)
 from genbound.train.tracking import RECORD_FIELDS, TrackConfig, Tracker
+from genbound.train.trades import trades_attack, trades_loss
 
-__all__ = ["AWP", "Cosine", "Piecewise", "RECORD_FIELDS", "Schedule", "TrackConfig", "Tracker", "TrainConfig",
-           "TrainResult", "WCIGuarded", "load_checkpoint", "make_schedule", "rng_state", "save_checkpoint",
-           "set_rng_state", "trades_attack", "trades_loss", "train_adversarial", "train_epoch"]
+__all__ = [
+           "AWP",
+           "RECORD_FIELDS",
+           "Cosine",
+           "Piecewise",
+           "Schedule",
+           "TrackConfig",
+           "Tracker",
+           "TrainConfig",
+           "TrainResult",
+           "WCIGuarded",
+           "load_checkpoint",
+           "make_schedule",
+           "rng_state",
+           "save_checkpoint",
+           "set_rng_state",
+           "trades_attack",
+           "trades_loss",
+           "train_adversarial",
+           "train_epoch",
+]

@@ -25,7 +25,6 @@ exactly what the uninterrupted run draws.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,8 +41,8 @@ from genbound.torch_utils import derive_seed, progress
 from genbound.train.awp import AWP
 from genbound.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from genbound.train.schedules import Schedule, make_schedule
-from genbound.train.trades import trades_attack, trades_loss
 from genbound.train.tracking import TrackConfig, Tracker
+from genbound.train.trades import trades_attack, trades_loss
 
 METHODS = ("pgd", "trades", "awp")
 LOG_NAME = "epochs.jsonl"
@@ -158,7 +157,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, 
             model.train()
             use_awp = awp is not None and epoch >= cfg.awp_warmup
             if use_awp:
-                awp.perturb(lambda: F.cross_entropy(model(xa), yb))  # type: ignore[union-attr]
+                awp.perturb(lambda xa=xa, yb=yb: F.cross_entropy(model(xa), yb))  # type: ignore[union-attr,misc]
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xa), yb)
             loss.backward()

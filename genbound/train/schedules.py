@@ -21,7 +21,8 @@ restores its state (``state_dict`` / ``load_state_dict``) so a resumed run conti
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from genbound.errors import UserInputError
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from genbound.train import AWP, trades_attack, trades_loss
+from genbound.train import AWP, trades_attack, trades_loss, train_epoch
 from genbound.train.trades import kl_div
-from tests.train.helpers import toy_data, toy_model
+from tests.train.helpers import toy_config, toy_data, toy_model
 
 
 def test_awp_perturbs_relative_size_and_restores_exactly():
@@ -49,11 +50,6 @@ def test_trades_loss_sanity():
     l6 = trades_loss(model, x, xa, y, beta=6.0)
     assert torch.allclose(l6 - l1, 5 * kl_div(model(x), model(xa)), atol=1e-5)
 
-
-import pytest  # noqa: E402
-
-from genbound.train import train_epoch  # noqa: E402
-from tests.train.helpers import toy_config  # noqa: E402
 
 
 @pytest.mark.parametrize("method", ["pgd", "trades", "awp"])

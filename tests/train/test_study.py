@@ -30,7 +30,7 @@ def test_toy_study_has_every_field(tmp_path):
     result = run_study(_toy_study(), tmp_path)
     on_disk = json.loads((tmp_path / "study.json").read_text())
     assert set(on_disk["runs"]) == {"pgd_piecewise", "awp", "pgd_wci_guarded"}
-    for name, run in on_disk["runs"].items():
+    for run in on_disk["runs"].values():
         assert {"config", "epochs", "best", "last"} <= set(run)
         assert len(run["epochs"]) == 3
         for rec in run["epochs"]:
