@@ -31,7 +31,7 @@ _HELP: dict[str, str] = {
     "bounds": "compute every bound of the spec from a per-sample statistics file (.npz)",
     "train": "train a reference model (mlp, small_cnn, small_resnet) on a named dataset and save its weights",
     "wci": "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen adversarial examples",
-    "study": "run a study end to end (certified-lowdim: where certified bounds are non-vacuous)",
+    "study": "run a study end to end: certified-lowdim (where certified bounds are non-vacuous), robust-overfitting",
     "check": "self-checks of validity: coverage (simulated failure rates) and memorization",
 }
 
