@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if a in COMMANDS), None)
     parser = _build_parser(selected)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors (exit 2, message already printed) and --help (0)
+        return int(exc.code or 0)
     if args.command is None:
         parser.print_help()
         return 2
