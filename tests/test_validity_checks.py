@@ -102,7 +102,6 @@ def test_cli_user_mistakes_exit_2(argv, capsys):
     assert len(err) == 1 and "error:" in err[0]
 
 
-def test_study_needs_out():
-    with pytest.raises(SystemExit) as e:
-        main(["study", "certified-lowdim"])
-    assert e.value.code == 2
+def test_study_needs_out(capsys):
+    assert main(["study", "certified-lowdim"]) == 2
+    assert "--out" in capsys.readouterr().err
