@@ -96,6 +96,5 @@ def test_cli_errors(tmp_path, capsys, argv, msg):
 
 
 def test_cli_requires_out(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["study", "robust-overfitting", "--quick"])
-    assert exc.value.code == 2
+    assert main(["study", "robust-overfitting", "--quick"]) == 2
+    assert "--out" in capsys.readouterr().err
