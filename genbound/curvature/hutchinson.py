@@ -22,6 +22,18 @@ Two probing modes:
   ``Tr H_kk`` (the cross terms have mean zero) but noisier; one backward pass per probe. With
   ``params="all"`` the sum over tensors is PyHessian's whole-model trace estimate.
 
+Products (``products=``): ``"hessian"`` uses the double-backward ``H v`` above (any network).
+``"ggn"`` (``probe_mode="joint"`` only) uses ``G v = J^T H_out J v`` instead, with ``J`` the
+Jacobian of the logits and ``H_out = (diag(p) - p p^T) / B`` the Hessian of the mean
+cross-entropy in the logits: one forward-mode product ``J v`` and one backward ``J^T u`` on the
+retained forward graph, cheaper than a double backward. For piecewise-linear networks (ReLU,
+pooling, residual sums, eval-mode BatchNorm) every logit is linear in each single weight tensor,
+so ``H_kk = G_kk`` for every block and ``E[v_k^T (G v)_k] = Tr G_kk = Tr H_kk``: the same
+per-layer traces, and the whole-model sample ``v^T G v >= 0``. (The off-diagonal blocks differ,
+``H != G``, which only changes the noise.) ``"auto"`` (default) takes ``"ggn"`` in joint mode
+when :func:`genbound.curvature.fisher.check_piecewise_linear` accepts the model, else
+``"hessian"``.
+
 Probe ``p`` gives one sample per tensor, ``s_pk = sum_b (n_b/N) v_{pbk}^T [H_b v_{pb}]_k``, with
 fresh vectors for every batch (independent draws keep it unbiased and lower its variance). The
 estimate is ``mean_p s_pk`` and its standard error ``std_p(s_pk) / sqrt(P)``.
@@ -53,6 +65,7 @@ from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
 
 PROBE_MODES = ("layer", "joint")
+PRODUCTS = ("auto", "hessian", "ggn")
 
 
 def hutchinson(
@@ -68,6 +81,7 @@ def hutchinson(
     seed: int | None = 0,
     device: torch.device | str | None = None,
     progress: bool = False,
+    products: str = "auto",
 ) -> TraceResult:
     """Per-layer Hutchinson estimates of ``Tr H_k`` with standard errors.
 
@@ -85,7 +99,12 @@ def hutchinson(
         seed: seed of the probe generator (``None``: nondeterministic).
         device: where to compute; must be the model's device (``None``: the model's).
         progress: show a progress bar.
+        products: ``"hessian"`` (double backward, any network), ``"ggn"`` (joint mode,
+            piecewise-linear networks: same per-layer traces, cheaper products) or ``"auto"``
+            (``"ggn"`` where it is exact and applies, else ``"hessian"``); see the module doc.
     """
+    if products not in PRODUCTS:
+        raise UserInputError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
     if probe_mode not in PROBE_MODES:
         raise UserInputError(f"probe_mode must be 'layer' or 'joint', got {probe_mode!r}")
     if int(n_probes) < 1:
@@ -93,6 +112,7 @@ def hutchinson(
     if int(probe_batch) < 1:
         raise UserInputError(f"probe_batch must be at least 1, got {probe_batch}")
     n_probes, probe_batch = int(n_probes), int(probe_batch)
+    products = _resolve_products(model, products, probe_mode, bn_mode)
     dev = check_device(model, device)
     specs, tensors = resolve_params(model, params)
     batches = as_batches(data, batch_size=batch_size, device=dev, dtype=model_dtype(model))
@@ -104,6 +124,15 @@ def hutchinson(
     bar = tqdm(total=len(batches) * n_probes, disable=not progress, desc="hutchinson", unit="probe")
     with model_mode(model, bn_mode, params=tensors):
         for (x, y), w in zip(batches, weights):
+            if products == "ggn":
+                names = [spec.name for spec in specs]
+                logits = model(x)
+                probs = torch.softmax(logits.detach(), dim=1)
+                for k in range(n_probes):
+                    samples[k] += w * _ggn_joint_probe(model, x, names, tensors, logits, probs, gen)
+                    bar.update(1)
+                del logits
+                continue
             grads = torch.autograd.grad(mean_ce(model, x, y), tensors, create_graph=True)
             for start in range(0, n_probes, probe_batch):
                 stop = min(start + probe_batch, n_probes)
@@ -121,6 +150,7 @@ def hutchinson(
     info = {
         "estimator": "hutchinson",
         "probe_mode": probe_mode,
+        "products": products,
         "n_probes": n_probes,
         "distribution": "rademacher",
         "bn_mode": bn_mode,
@@ -160,6 +190,48 @@ def _probe_block(
         hv = hv if batched else hv.unsqueeze(0)
         out[:, k] = (v.flatten(1) * hv.flatten(1)).sum(dim=1)
     return out
+
+
+def _resolve_products(model: nn.Module, products: str, probe_mode: str, bn_mode: str) -> str:
+    """``"hessian"`` or ``"ggn"`` for this call (see the module doc)."""
+    if products == "hessian":
+        return products
+    if probe_mode != "joint":
+        if products == "ggn":
+            raise UserInputError("products='ggn' is implemented for probe_mode='joint'; use products='hessian' or 'auto'")
+        return "hessian"
+    from genbound.curvature.fisher import check_piecewise_linear
+
+    try:
+        check_piecewise_linear(model, bn_mode=bn_mode)
+    except UserInputError as exc:
+        if products == "ggn":
+            raise UserInputError(f"products='ggn' gives the Hessian traces only for piecewise-linear networks: {exc}") from None
+        return "hessian"
+    return "ggn"
+
+
+def _ggn_joint_probe(
+    model: nn.Module,
+    x: torch.Tensor,
+    names: Sequence[str],
+    tensors: Sequence[torch.Tensor],
+    logits: torch.Tensor,
+    probs: torch.Tensor,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Samples ``v_k^T (G v)_k`` for one probe, ``G = J^T H_out J`` of the batch-mean CE: (K,)."""
+    from torch.func import functional_call, jvp
+
+    vs = [rademacher_like(t.detach(), gen) for t in tensors]
+
+    def logits_of(*ts: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, dict(zip(names, ts)), (x,))
+
+    _, jv = jvp(logits_of, tuple(t.detach() for t in tensors), tuple(vs))
+    u = (probs * jv - probs * (probs * jv).sum(dim=1, keepdim=True)) / x.shape[0]
+    gvs = torch.autograd.grad(logits, tensors, grad_outputs=u, retain_graph=True)
+    return torch.stack([(v * gv).sum() for v, gv in zip(vs, gvs)]).to(torch.float64)
 
 
 def _draw(t: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:

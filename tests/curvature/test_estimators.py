@@ -211,3 +211,25 @@ def test_user_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an eval-mode model gets no warning
         hutchinson(model, (x, y), n_probes=2)
+
+
+@pytest.mark.parametrize("products", ["hessian", "ggn"])
+def test_joint_products_both_estimate_the_hessian_traces(case, products):
+    """Joint probes with Hessian products and with GGN products (piecewise-linear models) both land
+    within 3 s.e. of the exact per-layer Hessian traces; the products used are recorded."""
+    model, data, ref = case
+    est = hutchinson(model, data, params="all", n_probes=400, probe_mode="joint", batch_size=10, seed=0,
+                     products=products)
+    assert est.info["products"] == products
+    for e, r in zip(est.layers, ref.layers):
+        assert abs(e.trace - r.trace) <= 3 * e.se + 1e-12, (products, e.name, e.trace, e.se, r.trace)
+
+
+def test_ggn_products_only_where_exact():
+    model, (x, y) = gelu_net(), toy_data()
+    est = hutchinson(model, (x, y), params="all", n_probes=4, probe_mode="joint")
+    assert est.info["products"] == "hessian"  # auto falls back: GELU is not piecewise linear
+    with pytest.raises(UserInputError, match="piecewise-linear"):
+        hutchinson(model, (x, y), params="all", n_probes=4, probe_mode="joint", products="ggn")
+    with pytest.raises(UserInputError, match="probe_mode='joint'"):
+        hutchinson(conv_bn_net(), (x, y), n_probes=4, probe_mode="layer", products="ggn")
