@@ -67,22 +67,20 @@ def family(quick: bool) -> tuple[str, list[Member], Config]:
 def _trained(member: Member, train, normalization, folder: str, seed: int = 0, progress: bool = True):
     """Train ``member`` (or load it from ``folder`` when a finished run with the same recipe is there)."""
     recipe = {"factory": member.factory, "kwargs": member.kwargs, "train": member.train,
-              "random_labels": member.random_labels, "seed": seed, "data": train.name, "n": len(train)}
-    tag = _fingerprint(recipe)
-    weights = os.path.join(folder, f"{member.name}-{tag}.safetensors")
+              "random_labels": member.random_labels, "seed": seed, "data": train.name, "n": len(train),
+              "saved": "network without the normalization in front"}
+    weights = os.path.join(folder, f"{member.name}-{_fingerprint(recipe)}.safetensors")
     meta = weights.replace(".safetensors", ".json")
     if os.path.exists(weights) and os.path.exists(meta):
-        model = load_model(member.factory, weights=None, **member.kwargs)
-        model = with_normalization(model, normalization)
-        from genbound.models import load_state_dict_file
-        model.load_state_dict(load_state_dict_file(weights))
+        model = load_model(member.factory, weights, normalization=normalization, **member.kwargs)
         with open(meta) as fh:
             model.genbound_training = json.load(fh)
-        return model.eval()
-    model = with_normalization(load_model(member.factory, **member.kwargs), normalization)
-    model = train_classifier(model, train, seed=seed, random_label_fraction=member.random_labels,
-                             label_seed=seed, progress_bar=progress, **member.train)
-    save_weights(model, weights)
+        return model
+    net = load_model(member.factory, **member.kwargs)
+    model = train_classifier(with_normalization(net, normalization), train, seed=seed,
+                             random_label_fraction=member.random_labels, label_seed=seed, progress_bar=progress,
+                             **member.train)
+    save_weights(net, weights)
     with open(meta, "w") as fh:
         json.dump(json.loads(json.dumps(model.genbound_training, default=str)), fh)
     return model
