@@ -38,6 +38,15 @@ class CellCounts:
         """Boolean mask of T = {k : n_k >= 1}."""
         return self.n_k > 0
 
+    def stability_rates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per kappa: the unstable fraction of training samples, and the robust training error
+        (misclassified or correctly classified but unstable, over n)."""
+        n = int(self.n_k.sum())
+        ok = self.stable_ok.sum(axis=0)
+        unstable = (n - ok - self.stable_err.sum(axis=0)) / n
+        robust_error = (n - ok) / n
+        return unstable, robust_error
+
 
 def _compact_ids(train: np.ndarray, heldout: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     both = (train, heldout) if heldout.size else (train,)

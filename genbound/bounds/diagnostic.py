@@ -79,17 +79,16 @@ def stability_family(stats: SampleStats, counts: CellCounts, delta: float) -> li
     U = _u_kaw(stats, counts, delta)
     ok = counts.stable_ok  # (C, J)
     cu = (counts.n_k - counts.err_k)[:, None] - ok
-    cu_sum = cu.sum(axis=0)
-    unstable = (n - ok.sum(axis=0) - counts.stable_err.sum(axis=0)) / n
+    unstable, robust_error = counts.stability_rates()
     if stats.m:
         e = (counts.herr_k > 0) | (counts.m_k == 0)
         ra_all = cu[e].sum(axis=0) / n
         rc_all = ok[e].sum(axis=0) / n
     out = []
     for j in range(stats.J):
-        rb = float(cu_sum[j]) / n
+        rb = float(robust_error[j]) - R
         common = {"train_error": R, "concentration": U, "unstable_fraction": float(unstable[j]),
-                  "robust_train_error": R + rb, "n": n}
+                  "robust_train_error": float(robust_error[j]), "n": n}
         fam = {"stability_b": (R + rb + U, {**common, "robustness": rb})}
         if stats.m:
             ra, rc = float(ra_all[j]), float(rc_all[j])

@@ -139,11 +139,7 @@ def compute_bounds(stats: SampleStats, delta: float = 0.05) -> BoundReport:
         notes.append(f"{stats.model}: stability flags are not monotone in kappa for some samples; each column is used as given")
 
     meta = stats.metadata()
-    uf, rte = [], []
-    for j in range(stats.J):
-        ok, bad = counts.stable_ok[:, j].sum(), counts.stable_err[:, j].sum()
-        uf.append(float(n - ok - bad) / n)
-        rte.append(R + float((n - counts.err_k.sum()) - ok) / n)
+    uf, rte = counts.stability_rates()
     meta.update({"|T|": int(np.count_nonzero(counts.occupied)), "train_error": R, "heldout_error": he,
-                 "unstable_fraction": uf, "robust_train_error": rte, "delta": delta})
+                 "unstable_fraction": uf.tolist(), "robust_train_error": rte.tolist(), "delta": delta})
     return BoundReport(results, [meta], delta, notes)
