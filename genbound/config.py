@@ -42,6 +42,7 @@ class Config:
     norm: str = "linf"
     pgd_steps: int = 10
     pgd_restarts: int = 1
+    pgd_prescreen: bool = False
     noise_draws: int = 32
     stability_seed: int = 0
     batch_size: int = 256
@@ -68,6 +69,8 @@ class Config:
         for name in ("pgd_steps", "pgd_restarts", "noise_draws", "batch_size", "projection_dim"):
             if int(getattr(self, name)) < (0 if name == "pgd_steps" else 1):
                 raise UserInputError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not isinstance(self.pgd_prescreen, bool):
+            raise UserInputError(f"pgd_prescreen (stability.prescreen) must be true or false, got {self.pgd_prescreen!r}")
         set_("kappas", tuple(sorted(set(kappas))))
         set_("K", tuple(dict.fromkeys(Ks)))
         set_("delta", float(self.delta))
@@ -157,7 +160,7 @@ def load_config_file(path: str | os.PathLike) -> RunConfig:
     cfg: dict[str, Any] = {}
     for section in ("bounds", "stability", "run"):
         for k, v in _table(doc, section).items():
-            key = {"method": "stability", "seed": "stability_seed", "steps": "pgd_steps", "restarts": "pgd_restarts",
+            key = {"method": "stability", "seed": "stability_seed", "steps": "pgd_steps", "restarts": "pgd_restarts", "prescreen": "pgd_prescreen",
                    "draws": "noise_draws"}.get(k, k) if section == "stability" else k
             if key == "out" and section == "run":
                 continue

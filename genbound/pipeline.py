@@ -280,7 +280,7 @@ def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str |
     params: dict[str, Any] = {"method": cfg.stability, "seed": cfg.stability_seed, "batch_size": cfg.batch_size,
                               "device": cfg.device, "progress_bar": cfg.progress}
     if cfg.stability == "pgd":
-        params.update(norm=cfg.norm, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts)
+        params.update(norm=cfg.norm, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, prescreen=cfg.pgd_prescreen)
     else:
         params.update(kind=cfg.norm, draws=cfg.noise_draws)
     key = _fingerprint(model_fingerprint(mi.model), source_fingerprint(mi.train), kappas,

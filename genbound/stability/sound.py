@@ -127,10 +127,11 @@ class UnsupportedModelError(Exception):
 class _Affine:
     """An affine map given by a float64 callable ``fwd`` and its absolute-value linear part."""
 
-    def __init__(self, name, fwd, absfwd):
+    def __init__(self, name, fwd, absfwd, tfn=None):
         self.name = name
         self.fwd = fwd  # [N, *in] -> [N, *out], affine
         self.absfwd = absfwd  # [N, *in] (>= 0) -> [N, *out], upper bound of |M| r
+        self.tfn = tfn  # optional direct ``A M`` ([N, *out] -> [N, *in]); else the vjp of ``fwd``
         self._f0 = None
 
     def bias(self, in_shape, ref):
@@ -147,6 +148,8 @@ class _Affine:
         """``A M`` for ``A`` of shape ``[B, R, *out]`` -> ``[B, R, *in]`` (vjp of the linear part)."""
         B, R = A.shape[:2]
         flat = A.reshape(B * R, *A.shape[2:])
+        if self.tfn is not None:
+            return self.tfn(flat).reshape(B, R, *in_shape)
         with torch.enable_grad():
             x = torch.zeros((B * R, *in_shape), dtype=A.dtype, device=A.device, requires_grad=True)
             y = self.fwd(x)
@@ -212,7 +215,7 @@ def _leaf_affine(m: nn.Module, device) -> _Affine | None:
     if t is nn.Linear:
         md = _double(m, device)
         W = md.weight.detach()
-        return _Affine("Linear", lambda x: md(x), lambda r: F.linear(r, W.abs()))
+        return _Affine("Linear", lambda x: md(x), lambda r: F.linear(r, W.abs()), lambda a: a @ W)
     if t in (nn.Conv2d, nn.Conv1d):
         md = _double(m, device)
         Wabs = md.weight.detach().abs()
@@ -245,9 +248,9 @@ def _leaf_affine(m: nn.Module, device) -> _Affine | None:
     if t is nn.Flatten:
         if m.start_dim != 1:
             return None
-        return _Affine("Flatten", lambda x: m(x), lambda r: m(r))
+        return _Affine("Flatten", lambda x: m(x), lambda r: m(r), lambda a: a)  # transpose() reshapes
     if t is nn.Identity or (t in (nn.Dropout, nn.Dropout1d, nn.Dropout2d) and not m.training):
-        return _Affine(t.__name__, lambda x: x, lambda r: r)
+        return _Affine(t.__name__, lambda x: x, lambda r: r, lambda a: a)
     if getattr(m, "genbound_normalize", False) is True:
         mean = getattr(m, "mean", None)
         std = getattr(m, "std", None)
@@ -859,16 +862,19 @@ def sound_stability(
     return SoundStabilityResult(stable, evidence, margin_lb, status)
 
 
-def _certify_batch(net, model, xb, kap, norm, method, domain, rtol, device, param_dtype, max_rows, max_lps, intermediate):
+def structure_mismatch(net: _Net, model: nn.Module, xb: torch.Tensor, kap: float, domain, device, param_dtype):
+    """Check that the compiled graph reproduces ``model`` on ``xb`` and on random points of the
+    ``kap``-box around it; returns ``(z64, ref)`` (float64 logits of the graph and of the model at
+    ``xb``) or a string saying what does not match."""
     x64 = xb.to(device=device, dtype=torch.float64)
     with torch.no_grad():
         vals = net.forward(x64)
         z = vals[-1]
         if z.dim() != 2:
-            return None, None, f"model output has shape {tuple(z.shape)}; expected logits [n, classes]"
+            return f"model output has shape {tuple(z.shape)}; expected logits [n, classes]"
         ref = model(xb.to(device=device, dtype=param_dtype)).to(torch.float64)
     if ref.shape != z.shape or not torch.allclose(ref, z, rtol=1e-4, atol=1e-4 * (1 + z.abs().max().item())):
-        return None, None, (
+        return (
             "the verifier's forward pass does not reproduce model(x) (max difference "
             f"{(ref - z).abs().max().item() if ref.shape == z.shape else float('nan'):.3g}); "
             "a module's forward does not match its documented structure"
@@ -882,10 +888,19 @@ def _certify_batch(net, model, xb, kap, norm, method, domain, rtol, device, para
         zr = net.forward(xr)[-1]
         rr = model(xr.to(param_dtype)).to(torch.float64)
     if not torch.allclose(rr, zr, rtol=1e-4, atol=1e-4 * (1 + zr.abs().max().item())):
-        return None, None, (
+        return (
             "the verifier's forward pass does not reproduce model(x') near the data (max difference "
             f"{(rr - zr).abs().max().item():.3g}); a module's forward does not match its documented structure"
         )
+    return z, ref
+
+
+def _certify_batch(net, model, xb, kap, norm, method, domain, rtol, device, param_dtype, max_rows, max_lps, intermediate):
+    x64 = xb.to(device=device, dtype=torch.float64)
+    checked = structure_mismatch(net, model, xb, kap, domain, device, param_dtype)
+    if isinstance(checked, str):
+        return None, None, checked
+    z, ref = checked
     B, nclass = z.shape
     pred = z.argmax(1)
     agree = (ref.argmax(1) == pred).cpu().numpy()

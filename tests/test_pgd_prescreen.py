@@ -1,0 +1,126 @@
+"""Sound pre-screen of the PGD engine: it certifies only pairs no attack can flip (closed-form
+distance of a linear model), leaves the flags unchanged, saves attack evaluations, and screens
+nothing on a model the verifier cannot bound."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from genbound.data import TensorSource
+from genbound.models import mlp, small_cnn
+from genbound.stability import pgd_stability
+from genbound.stability.prescreen import PRESCREEN_RTOL, PGDPrescreen, head_start
+from genbound.stability.sound import compile_network
+
+from tests.test_torch_stability import KAPPAS, distances, interior_points, linear_binary
+
+
+def _digits(n=48):
+    from genbound.data import load_dataset
+    return load_dataset("digits").subset(np.arange(n))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_certified_only_inside_the_closed_form_distance(norm):
+    model, w, b = linear_binary()
+    src = interior_points(80)
+    x, _ = src.tensors()
+    with torch.no_grad():
+        logits = model(x)
+    kappas = KAPPAS if norm == "linf" else KAPPAS * 4
+    screen = PGDPrescreen(model, norm, torch.device("cpu"))
+    cert = screen.certify(x, logits, kappas).numpy()
+    dist = distances(src, w, b, norm)
+    # the box [0,1]^d only shrinks the ball: a certified pair has no flip within its radius
+    assert not (cert & (kappas[None, :] >= dist[:, None])).any()
+    assert cert.any(), "a linear model's margins are bounded exactly: small radii must be certified"
+    # monotone: a proof at kappa_j carries to every smaller kappa
+    assert (cert[:, :-1] >= cert[:, 1:]).all()
+    ev = screen.evidence()
+    assert ev["status"] == "verified" and ev["sound"] is True and ev["pairs_certified"] == int(cert.sum())
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_linear_model_certifies_whenever_the_margin_clears_the_tolerance(norm):
+    model, w, b = linear_binary(seed=3)
+    src = interior_points(80, seed=2)
+    x, _ = src.tensors()
+    with torch.no_grad():
+        logits = model(x)
+    kappa = np.array([0.01])
+    cert = PGDPrescreen(model, norm, torch.device("cpu")).certify(x, logits, kappa).numpy()[:, 0]
+    dist = distances(src, w, b, norm)
+    # for a linear model IBP is exact on the box: everything clearly inside the distance is proven
+    scale = 1 + logits.abs().max(1).values.numpy()
+    wn = w.abs().sum().item() if norm == "linf" else w.norm().item()
+    clear = dist - kappa[0] > 10 * PRESCREEN_RTOL * scale / wn
+    if norm == "linf":
+        assert cert[clear].all()
+    else:  # the l2 ball is bounded by its enclosing box or by ||A||_2: looser, still sound
+        assert cert[clear].mean() > 0.5
+
+
+def test_flags_unchanged_and_attack_evaluations_saved_on_a_cnn():
+    src = _digits(48)
+    model = small_cnn(in_channels=1, width=4, hidden=16, pool=2, seed=1).eval()
+    kappas = [0.002, 0.005, 0.02, 0.1, 0.3]
+    kw = dict(steps=4, seed=2, device="cpu", progress_bar=False, batch_size=16)
+    plain = pgd_stability(model, src, kappas, **kw)
+    screened = pgd_stability(model, src, kappas, prescreen=True, **kw)
+    full = pgd_stability(model, src, kappas, early_exit=False, carry_flips=False, **kw)
+    assert np.array_equal(plain.stable, screened.stable)
+    assert not (~full.stable & screened.stable).any()
+    pre = screened.evidence["prescreen"]
+    assert pre["status"] == "verified" and pre["pairs_certified"] > 0
+    saved = plain.evidence["model_evals"]["total"] - screened.evidence["model_evals"]["total"]
+    assert saved == pre["pairs_certified"] * (2 * 4 + 1)  # each certified stable pair skips its whole attack
+    assert plain.evidence["prescreen"] is None
+
+
+def test_mlp_head_is_the_whole_network():
+    model = mlp((1, 8, 8), 10, hidden=(16,), seed=0).eval()
+    assert head_start(compile_network(model)) is None
+    src = _digits(32)
+    kw = dict(steps=3, seed=0, device="cpu", progress_bar=False)
+    a = pgd_stability(model, src, [0.001, 0.01, 0.1], **kw)
+    s = pgd_stability(model, src, [0.001, 0.01, 0.1], prescreen=True, **kw)
+    assert np.array_equal(a.stable, s.stable) and s.evidence["prescreen"]["pairs_certified"] > 0
+
+
+def test_unsupported_model_is_screened_by_nothing():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 2)).eval()
+    src = interior_points(30)
+    kw = dict(steps=2, seed=0, device="cpu", progress_bar=False)
+    a = pgd_stability(model, src, [0.01, 0.1], **kw)
+    s = pgd_stability(model, src, [0.01, 0.1], prescreen=True, **kw)
+    pre = s.evidence["prescreen"]
+    assert pre["status"] == "unverified" and "Tanh" in pre["unsupported_reason"] and pre["pairs_certified"] == 0
+    assert np.array_equal(a.stable, s.stable)
+    assert a.evidence["model_evals"] == s.evidence["model_evals"]
+
+
+def test_custom_forward_fails_the_structure_check_and_is_not_screened():
+    base = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+
+    class Doubled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.genbound_layers = base  # claims to be `base`, computes 3 * base(x) - 1
+
+        def forward(self, x):
+            return 3 * base(x) - torch.tensor([0.0, 1.0])
+
+    src = interior_points(20)
+    s = pgd_stability(Doubled().eval(), src, [0.01], steps=2, device="cpu", progress_bar=False, prescreen=True)
+    pre = s.evidence["prescreen"]
+    assert pre["status"] == "unverified" and "does not reproduce" in pre["unsupported_reason"]
+    assert pre["pairs_certified"] == 0
+
+
+def test_config_flag_reaches_the_engine(tmp_path):
+    from genbound import Config
+    from genbound.errors import UserInputError
+    with pytest.raises(UserInputError, match="prescreen"):
+        Config(pgd_prescreen="yes")
+    assert Config(pgd_prescreen=True).pgd_prescreen is True
