@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from genbound.data import TensorSource
 from genbound.models import mlp, small_cnn
 from genbound.stability import pgd_stability
 from genbound.stability.prescreen import PRESCREEN_RTOL, PGDPrescreen, head_start
