@@ -28,8 +28,8 @@ def test_certified_only_inside_the_closed_form_distance(norm):
     with torch.no_grad():
         logits = model(x)
     kappas = KAPPAS if norm == "linf" else KAPPAS * 4
-    screen = PGDPrescreen(model, norm, torch.device("cpu"))
-    cert = screen.certify(x, logits, kappas).numpy()
+    screen = PGDPrescreen(model, norm, kappas, torch.device("cpu"))
+    cert = screen.certify(x, logits).numpy()
     dist = distances(src, w, b, norm)
     # the box [0,1]^d only shrinks the ball: a certified pair has no flip within its radius
     assert not (cert & (kappas[None, :] >= dist[:, None])).any()
@@ -48,7 +48,7 @@ def test_linear_model_certifies_whenever_the_margin_clears_the_tolerance(norm):
     with torch.no_grad():
         logits = model(x)
     kappa = np.array([0.01])
-    cert = PGDPrescreen(model, norm, torch.device("cpu")).certify(x, logits, kappa).numpy()[:, 0]
+    cert = PGDPrescreen(model, norm, kappa, torch.device("cpu")).certify(x, logits).numpy()[:, 0]
     dist = distances(src, w, b, norm)
     # for a linear model IBP is exact on the box: everything clearly inside the distance is proven
     scale = 1 + logits.abs().max(1).values.numpy()

@@ -98,7 +98,7 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] 
     counter = EvalCounter()
     t0 = time.perf_counter()
     with eval_mode(model, what="the PGD stability check"), frozen_parameters(model):
-        screen = PGDPrescreen(model, norm, dev) if prescreen else None
+        screen = PGDPrescreen(model, norm, k, dev) if prescreen else None
         offset = 0
         for x, _ in progress(source.batches(batch_size), enabled=progress_bar, desc=f"PGD-{norm} {source.name}",
                              total=source.num_batches(batch_size), unit="batch"):
@@ -108,7 +108,7 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] 
                 logits = model(x)
                 pred = logits.argmax(1)
             counter.forward += b
-            certified = screen.certify(x, logits, k) if screen is not None else torch.zeros(b, J, dtype=torch.bool)
+            certified = screen.certify(x, logits) if screen is not None else torch.zeros(b, J, dtype=torch.bool)
             preds[offset:offset + b] = pred.cpu().numpy()
             found = torch.zeros(b, J, dtype=torch.bool)  # flip found at kappa_j (this batch)
             for j, kappa in enumerate(k):

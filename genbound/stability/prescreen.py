@@ -66,46 +66,32 @@ def head_start(net: Any) -> int | None:
 class PGDPrescreen:
     """Per-call state: the compiled float64 graph, its check, and cost counters.
 
-    ``certify(x, logits, kappas)`` returns bool[b, J]: pair (i, j) proven stable (monotone in j).
+    ``certify(x, logits)`` returns bool[b, J]: pair (i, j) proven stable at ``kappas[j]`` (monotone in j).
     """
 
-    def __init__(self, model: nn.Module, norm: str, device: torch.device) -> None:
-        self.model, self.norm, self.device = model, norm, device
+    def __init__(self, model: nn.Module, norm: str, kappas: np.ndarray, device: torch.device) -> None:
+        self.model, self.norm, self.kappas, self.device = model, norm, np.asarray(kappas, dtype=np.float64), device
         self.param_dtype = next((p.dtype for p in model.parameters()), torch.float32)
         self.status, self.reason, self.checked = "verified", None, False
         self.wall_s = 0.0
-        self.tried: list[int] = []
-        self.certified: list[int] = []
+        self.tried = [0] * self.kappas.size
+        self.certified = [0] * self.kappas.size
         try:
             self.net = _sound.compile_network(model, device)
             self.stop = head_start(self.net)
         except _sound.UnsupportedModelError as e:
             self.net, self.status, self.reason = None, "unverified", str(e)
 
-    def _bounds(self, x64: torch.Tensor, pred: torch.Tensor, nclass: int, kappa: float) -> torch.Tensor:
+    def _bounds(self, x64: torch.Tensor, pred: torch.Tensor, kappa: float) -> torch.Tensor:
         """Lower bound of the smallest margin, float64[b], over the kappa-ball in [0, 1]^d."""
-        net, nodes = self.net, self.net.nodes
-        kap = kappa * (1.0 + _sound.RADIUS_INFLATION)
-        lo, hi = (x64 - kap).clamp(min=0.0), (x64 + kap).clamp(max=1.0)
-        inset = _sound._InputSet(x64, lo, hi, self.norm, torch.full((x64.shape[0],), kap, dtype=x64.dtype, device=x64.device))
-        bounds: list[Any] = [None] * len(nodes)
-        bounds[0] = (lo, hi)
-        for i in range(1, len(nodes)):
-            bounds[i] = _sound._ibp_node(nodes[i], bounds)
-        out = len(nodes) - 1
-        C = _sound._margin_matrix(pred, nclass, x64.dtype)
-        ibp_stop = _sound._trailing_affine_start(net)
-        lb = _sound._backward(net, out, C, bounds, inset, stop=ibp_stop) if ibp_stop != out else _sound._conc(C, bounds[out])
-        if self.stop != ibp_stop:
-            lb = torch.maximum(lb, _sound._backward(net, out, C, bounds, inset, stop=self.stop))
-        return lb.min(1).values
+        inset = _sound._InputSet.ball(x64, kappa * (1.0 + _sound.RADIUS_INFLATION), self.norm, (0.0, 1.0))
+        ibp_lb, head_lb = _sound.margin_lower_bounds(self.net, x64, pred, inset, "crown", intermediate="ibp",
+                                                     stop=self.stop)
+        return torch.maximum(ibp_lb, head_lb).min(1).values
 
-    def certify(self, x: torch.Tensor, logits: torch.Tensor, kappas: np.ndarray) -> torch.Tensor:
-        b, J = x.shape[0], kappas.size
-        out = torch.zeros(b, J, dtype=torch.bool)
-        if len(self.tried) < J:
-            self.tried += [0] * (J - len(self.tried))
-            self.certified += [0] * (J - len(self.certified))
+    def certify(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        kappas, b = self.kappas, x.shape[0]
+        out = torch.zeros(b, kappas.size, dtype=torch.bool)
         if self.net is None or b == 0 or logits.shape[1] < 2:
             return out
         t0 = time.perf_counter()
@@ -120,14 +106,14 @@ class PGDPrescreen:
                     return out
             x64 = x.to(torch.float64)
             pred = logits.argmax(1)
-            tol = PRESCREEN_RTOL * (1.0 + logits.detach().abs().max(1).values.to(torch.float64))
-            top2 = logits.detach().to(torch.float64).topk(2, dim=1).values
+            tol = PRESCREEN_RTOL * (1.0 + logits.abs().max(1).values.to(torch.float64))
+            top2 = logits.to(torch.float64).topk(2, dim=1).values
             margin0 = top2[:, 0] - top2[:, 1]  # clean margin
             alive = torch.arange(b, device=x.device)
             for j, kappa in enumerate(kappas):
                 if kappa <= 0 or alive.numel() == 0:
                     break
-                lb = self._bounds(x64[alive], pred[alive], logits.shape[1], float(kappa))
+                lb = self._bounds(x64[alive], pred[alive], float(kappa))
                 ok = lb > tol[alive]
                 self.tried[j] += int(alive.numel())
                 out[alive[ok].cpu(), : j + 1] = True

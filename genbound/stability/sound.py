@@ -335,6 +335,14 @@ class _InputSet:
     norm: str
     eps: torch.Tensor  # [B]
 
+    @classmethod
+    def ball(cls, x0: torch.Tensor, kap: float, norm: str, domain) -> "_InputSet":
+        """The ``norm`` ball of radius ``kap`` around each row of ``x0``, intersected with ``domain``."""
+        lo, hi = x0 - kap, x0 + kap
+        if domain is not None:
+            lo, hi = lo.clamp(min=float(domain[0])), hi.clamp(max=float(domain[1]))
+        return cls(x0, lo, hi, norm, torch.full((x0.shape[0],), kap, dtype=x0.dtype, device=x0.device))
+
     def concretize(self, A, bias):
         """Lower bound of ``A . x + bias`` over the set; ``A`` is ``[B, R, *in]``."""
         B, R = A.shape[:2]
@@ -436,12 +444,14 @@ def _margin_matrix(pred: torch.Tensor, nclass: int, dtype) -> torch.Tensor:
 
 
 def margin_lower_bounds(
-    net: _Net, x0, pred, inset: _InputSet, method: str, max_rows: int = 4096, intermediate: str = "crown"
+    net: _Net, x0, pred, inset: _InputSet, method: str, max_rows: int = 4096, intermediate: str = "crown",
+    stop: int | None = None,
 ):
     """Lower bounds ``[B, nclass-1]`` on the margins ``z_c - z_j`` over ``inset`` (IBP and CROWN).
 
     Returns ``(ibp_lb, crown_lb)``; ``crown_lb`` is None when ``method == "ibp"``.
-    ``intermediate="ibp"`` skips the CROWN tightening of pre-activation bounds (cheaper).
+    ``intermediate="ibp"`` skips the CROWN tightening of pre-activation bounds (cheaper); with it,
+    ``stop`` (a node) ends the CROWN back-substitution there, concretized with its interval bounds.
     """
     nodes = net.nodes
     out = len(nodes) - 1
@@ -453,10 +463,14 @@ def margin_lower_bounds(
     bounds[0] = (inset.lo, inset.hi)
     for i in range(1, len(nodes)):
         bounds[i] = _ibp_node(nodes[i], bounds)
-    stop = _trailing_affine_start(net)
-    ibp_lb = _backward(net, out, C, bounds, inset, stop=stop) if stop != out else _conc(C, bounds[out])
+    ibp_stop = _trailing_affine_start(net)
+    ibp_lb = _backward(net, out, C, bounds, inset, stop=ibp_stop) if ibp_stop != out else _conc(C, bounds[out])
     if method == "ibp":
         return ibp_lb, None
+    if intermediate == "ibp":  # the IBP bounds are the intermediate bounds
+        return ibp_lb, _backward(net, out, C, bounds, inset, stop=stop)
+    if stop is not None:
+        raise ValueError("stop goes with intermediate='ibp'")
 
     # CROWN pass: tighten pre-activation bounds of every ReLU input, in topological order
     tb = [None] * len(nodes)
@@ -464,7 +478,7 @@ def margin_lower_bounds(
     relu_inputs = {nd.inputs[0] for nd in nodes if nd.kind == "relu"}
     for i in range(1, len(nodes)):
         tb[i] = _ibp_node(nodes[i], tb)
-        if intermediate == "crown" and i in relu_inputs and nodes[i].kind != "input":
+        if i in relu_inputs and nodes[i].kind != "input":
             tb[i] = _crown_tighten(net, i, tb, inset, max_rows)
     crown_lb = _backward(net, out, C, tb, inset)
     return ibp_lb, crown_lb
@@ -864,8 +878,8 @@ def sound_stability(
 
 def structure_mismatch(net: _Net, model: nn.Module, xb: torch.Tensor, kap: float, domain, device, param_dtype):
     """Check that the compiled graph reproduces ``model`` on ``xb`` and on random points of the
-    ``kap``-box around it; returns ``(z64, ref)`` (float64 logits of the graph and of the model at
-    ``xb``) or a string saying what does not match."""
+    ``kap``-box around it; returns ``(x64, z64, ref)`` (``xb`` in float64, the float64 logits of the
+    graph and of the model at ``xb``) or a string saying what does not match."""
     x64 = xb.to(device=device, dtype=torch.float64)
     with torch.no_grad():
         vals = net.forward(x64)
@@ -892,15 +906,14 @@ def structure_mismatch(net: _Net, model: nn.Module, xb: torch.Tensor, kap: float
             "the verifier's forward pass does not reproduce model(x') near the data (max difference "
             f"{(rr - zr).abs().max().item():.3g}); a module's forward does not match its documented structure"
         )
-    return z, ref
+    return x64, z, ref
 
 
 def _certify_batch(net, model, xb, kap, norm, method, domain, rtol, device, param_dtype, max_rows, max_lps, intermediate):
-    x64 = xb.to(device=device, dtype=torch.float64)
     checked = structure_mismatch(net, model, xb, kap, domain, device, param_dtype)
     if isinstance(checked, str):
         return None, None, checked
-    z, ref = checked
+    x64, z, ref = checked
     B, nclass = z.shape
     pred = z.argmax(1)
     agree = (ref.argmax(1) == pred).cpu().numpy()
@@ -910,13 +923,8 @@ def _certify_batch(net, model, xb, kap, norm, method, domain, rtol, device, para
         ok = agree.copy()
         lbs = np.full(B, np.inf)
         return ok, lbs, np.where(ok, "stable", "not_proven").astype(object)
-    eps = torch.full((B,), kap, dtype=torch.float64, device=device)
-    lo = x64 - kap
-    hi = x64 + kap
-    if domain is not None:
-        lo = lo.clamp(min=float(domain[0]))
-        hi = hi.clamp(max=float(domain[1]))
-    inset = _InputSet(x64, lo, hi, norm, eps)
+    inset = _InputSet.ball(x64, kap, norm, domain)
+    lo, hi = inset.lo, inset.hi
     with torch.no_grad():
         ibp_lb, crown_lb = margin_lower_bounds(
             net, x64, pred, inset, "ibp" if method == "ibp" else "crown", max_rows, intermediate
