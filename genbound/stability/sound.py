@@ -127,8 +127,9 @@ class UnsupportedModelError(Exception):
 class _Affine:
     """An affine map given by a float64 callable ``fwd`` and its absolute-value linear part."""
 
-    def __init__(self, name, fwd, absfwd, tfn=None):
+    def __init__(self, name, fwd, absfwd, tfn=None, module=None):
         self.name = name
+        self.module = module  # the model's own module (its float32 weights), for float32 interval bounds
         self.fwd = fwd  # [N, *in] -> [N, *out], affine
         self.absfwd = absfwd  # [N, *in] (>= 0) -> [N, *out], upper bound of |M| r
         self.tfn = tfn  # optional direct ``A M`` ([N, *out] -> [N, *in]); else the vjp of ``fwd``
@@ -215,7 +216,7 @@ def _leaf_affine(m: nn.Module, device) -> _Affine | None:
     if t is nn.Linear:
         md = _double(m, device)
         W = md.weight.detach()
-        return _Affine("Linear", lambda x: md(x), lambda r: F.linear(r, W.abs()), lambda a: a @ W)
+        return _Affine("Linear", lambda x: md(x), lambda r: F.linear(r, W.abs()), lambda a: a @ W, m)
     if t in (nn.Conv2d, nn.Conv1d):
         md = _double(m, device)
         Wabs = md.weight.detach().abs()
@@ -229,7 +230,7 @@ def _leaf_affine(m: nn.Module, device) -> _Affine | None:
                 pad = md.padding
             return conv(r, Wabs, None, md.stride, pad, md.dilation, md.groups)
 
-        return _Affine(t.__name__, lambda x: md(x), absfwd)
+        return _Affine(t.__name__, lambda x: md(x), absfwd, module=m)
     if t in (nn.BatchNorm1d, nn.BatchNorm2d):
         if m.training or m.running_mean is None or m.running_var is None:
             return None
@@ -244,13 +245,13 @@ def _leaf_affine(m: nn.Module, device) -> _Affine | None:
         return _Affine(t.__name__, lambda x: md(x), absfwd)
     if t in (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d):
         md = _double(m, device)
-        return _Affine(t.__name__, lambda x: md(x), lambda r: md(r))  # non-negative weights
+        return _Affine(t.__name__, lambda x: md(x), lambda r: md(r), module=m)  # non-negative weights
     if t is nn.Flatten:
         if m.start_dim != 1:
             return None
-        return _Affine("Flatten", lambda x: m(x), lambda r: m(r), lambda a: a)  # transpose() reshapes
+        return _Affine("Flatten", lambda x: m(x), lambda r: m(r), lambda a: a, m)  # transpose() reshapes
     if t is nn.Identity or (t in (nn.Dropout, nn.Dropout1d, nn.Dropout2d) and not m.training):
-        return _Affine(t.__name__, lambda x: x, lambda r: r, lambda a: a)
+        return _Affine(t.__name__, lambda x: x, lambda r: r, lambda a: a, m)
     if getattr(m, "genbound_normalize", False) is True:
         mean = getattr(m, "mean", None)
         std = getattr(m, "std", None)
@@ -264,6 +265,7 @@ def _leaf_affine(m: nn.Module, device) -> _Affine | None:
             "Normalize",
             lambda x: _normalize(x, mean, std),
             lambda r: _normalize(r, torch.zeros_like(mean), std.abs()),
+            module=m,
         )
     return None
 
@@ -371,11 +373,14 @@ def _ibp_node(nd: _Node, bounds):
     return l1 + l2, h1 + h2
 
 
-def _backward(net: _Net, target: int, A: torch.Tensor, bounds, inset: _InputSet, stop: int | None = None):
+def _backward(net: _Net, target: int, A: torch.Tensor, bounds, inset: _InputSet, stop: int | None = None,
+              form_at: int | None = None):
     """Lower bound of ``A . z_target`` (``A``: ``[B, R, *shape]``) by back-substitution.
 
     ReLU relaxations use the pre-activation intervals in ``bounds``. ``stop``: a node where the
     remaining linear form is concretized with its interval instead of going further back.
+    ``form_at``: a node every path back from ``target`` passes; the substitution ends there and
+    returns ``(bias, A_form)``, the relaxed lower bound being ``A_form . z_form_at + bias``.
     """
     B, R = A.shape[:2]
     acc = {target: A}
@@ -384,6 +389,10 @@ def _backward(net: _Net, target: int, A: torch.Tensor, bounds, inset: _InputSet,
         Ai = acc.pop(i, None)
         if Ai is None:
             continue
+        if i == form_at:
+            if acc:
+                raise ValueError(f"node {form_at} is not on every path back from node {target}")
+            return bias, Ai
         nd = net.nodes[i]
         if i == stop or nd.kind == "input":
             if nd.kind == "input":
@@ -445,24 +454,26 @@ def _margin_matrix(pred: torch.Tensor, nclass: int, dtype) -> torch.Tensor:
 
 def margin_lower_bounds(
     net: _Net, x0, pred, inset: _InputSet, method: str, max_rows: int = 4096, intermediate: str = "crown",
-    stop: int | None = None,
+    stop: int | None = None, bounds: list | None = None,
 ):
     """Lower bounds ``[B, nclass-1]`` on the margins ``z_c - z_j`` over ``inset`` (IBP and CROWN).
 
     Returns ``(ibp_lb, crown_lb)``; ``crown_lb`` is None when ``method == "ibp"``.
     ``intermediate="ibp"`` skips the CROWN tightening of pre-activation bounds (cheaper); with it,
     ``stop`` (a node) ends the CROWN back-substitution there, concretized with its interval bounds.
+    ``bounds``: interval bounds per node already computed (float64 ``(lo, hi)``, ``None`` for the
+    nodes no back-substitution reads), used instead of the IBP pass.
     """
     nodes = net.nodes
     out = len(nodes) - 1
     nclass = nodes[out].shape[0]
     C = _margin_matrix(pred, nclass, x0.dtype)
 
-    # pure IBP pass
-    bounds = [None] * len(nodes)
-    bounds[0] = (inset.lo, inset.hi)
-    for i in range(1, len(nodes)):
-        bounds[i] = _ibp_node(nodes[i], bounds)
+    if bounds is None:  # pure IBP pass
+        bounds = [None] * len(nodes)
+        bounds[0] = (inset.lo, inset.hi)
+        for i in range(1, len(nodes)):
+            bounds[i] = _ibp_node(nodes[i], bounds)
     ibp_stop = _trailing_affine_start(net)
     ibp_lb = _backward(net, out, C, bounds, inset, stop=ibp_stop) if ibp_stop != out else _conc(C, bounds[out])
     if method == "ibp":
