@@ -42,7 +42,7 @@ class Config:
     norm: str = "linf"
     pgd_steps: int = 10
     pgd_restarts: int = 1
-    pgd_prescreen: bool = False
+    pgd_prescreen: bool | str = "auto"
     noise_draws: int = 32
     stability_seed: int = 0
     batch_size: int = 256
@@ -69,8 +69,9 @@ class Config:
         for name in ("pgd_steps", "pgd_restarts", "noise_draws", "batch_size", "projection_dim"):
             if int(getattr(self, name)) < (0 if name == "pgd_steps" else 1):
                 raise UserInputError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not isinstance(self.pgd_prescreen, bool):
-            raise UserInputError(f"pgd_prescreen (stability.prescreen) must be true or false, got {self.pgd_prescreen!r}")
+        if not (isinstance(self.pgd_prescreen, bool) or self.pgd_prescreen == "auto"):
+            raise UserInputError("pgd_prescreen (stability.prescreen) must be true, false or \"auto\", "
+                                 f"got {self.pgd_prescreen!r}")
         set_("kappas", tuple(sorted(set(kappas))))
         set_("K", tuple(dict.fromkeys(Ks)))
         set_("delta", float(self.delta))

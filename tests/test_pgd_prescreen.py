@@ -10,6 +10,7 @@ from torch import nn
 from genbound.models import mlp, small_cnn
 from genbound.stability import pgd_stability
 from genbound.stability.prescreen import PRESCREEN_RTOL, PGDPrescreen, head_start
+from genbound.errors import UserInputError
 from genbound.stability.sound import compile_network
 
 from tests.test_torch_stability import KAPPAS, distances, interior_points, linear_binary
@@ -65,10 +66,14 @@ def test_flags_unchanged_and_attack_evaluations_saved_on_a_cnn():
     model = small_cnn(in_channels=1, width=4, hidden=16, pool=2, seed=1).eval()
     kappas = [0.002, 0.005, 0.02, 0.1, 0.3]
     kw = dict(steps=4, seed=2, device="cpu", progress_bar=False, batch_size=16)
-    plain = pgd_stability(model, src, kappas, **kw)
+    plain = pgd_stability(model, src, kappas, prescreen=False, **kw)
     screened = pgd_stability(model, src, kappas, prescreen=True, **kw)
+    auto = pgd_stability(model, src, kappas, **kw)  # default "auto": float32 bounds apply on CPU
     full = pgd_stability(model, src, kappas, early_exit=False, carry_flips=False, **kw)
-    assert np.array_equal(plain.stable, screened.stable)
+    assert full.evidence["prescreen"] is None  # "auto" only goes with early exit
+    assert np.array_equal(plain.stable, screened.stable) and np.array_equal(auto.stable, screened.stable)
+    assert auto.evidence["model_evals"] == screened.evidence["model_evals"]
+    assert auto.evidence["prescreen"]["body_bounds"].startswith("float32")
     assert not (~full.stable & screened.stable).any()
     pre = screened.evidence["prescreen"]
     assert pre["status"] == "verified" and pre["pairs_certified"] > 0
@@ -85,6 +90,24 @@ def test_mlp_head_is_the_whole_network():
     a = pgd_stability(model, src, [0.001, 0.01, 0.1], **kw)
     s = pgd_stability(model, src, [0.001, 0.01, 0.1], prescreen=True, **kw)
     assert np.array_equal(a.stable, s.stable) and s.evidence["prescreen"]["pairs_certified"] > 0
+    # "auto" screens only with float32 bounds, which need a body: off for an MLP
+    off = a.evidence["prescreen"]
+    assert off["status"] == "off" and off["pairs_certified"] == 0 and "no body" in off["body_float64_reason"]
+    assert s.evidence["prescreen"]["body_bounds"] == "float64"
+
+
+def test_auto_is_off_where_float32_bounds_do_not_apply():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(64, 10)).eval()
+    src = _digits(24)
+    kw = dict(steps=3, seed=0, device="cpu", progress_bar=False)
+    a = pgd_stability(model, src, [0.002, 0.02], **kw)
+    s = pgd_stability(model, src, [0.002, 0.02], prescreen=True, **kw)
+    assert np.array_equal(a.stable, s.stable)
+    assert a.evidence["prescreen"]["status"] == "off" and "BatchNorm2d" in a.evidence["prescreen"]["body_float64_reason"]
+    assert s.evidence["prescreen"]["status"] == "verified" and s.evidence["prescreen"]["body_bounds"] == "float64"
+    with pytest.raises(UserInputError, match="prescreen"):
+        pgd_stability(model, src, [0.01], prescreen="yes", **kw)
 
 
 def test_unsupported_model_is_screened_by_nothing():
@@ -119,7 +142,48 @@ def test_custom_forward_fails_the_structure_check_and_is_not_screened():
 
 def test_config_flag_reaches_the_engine(tmp_path):
     from genbound import Config
-    from genbound.errors import UserInputError
     with pytest.raises(UserInputError, match="prescreen"):
         Config(pgd_prescreen="yes")
     assert Config(pgd_prescreen=True).pgd_prescreen is True
+    assert Config().pgd_prescreen == "auto"
+
+
+def _cnn_case(n=48):
+    src = _digits(n)
+    model = small_cnn(in_channels=1, width=4, hidden=16, pool=2, seed=1).eval()
+    x, _ = src.tensors()
+    with torch.no_grad():
+        logits = model(x)
+    return model, x, logits
+
+
+def test_float32_arithmetic_certifies_what_float64_does(monkeypatch):
+    model, x, logits = _cnn_case()
+    kappas = np.array([0.002, 0.005, 0.02])
+    s32 = PGDPrescreen(model, "linf", kappas, torch.device("cpu"))
+    c32 = s32.certify(x, logits)
+    ev = s32.evidence()
+    assert ev["body_bounds"].startswith("float32") and "float32" in ev["head_bounds"]
+    from genbound.stability import interval32
+    monkeypatch.setattr(interval32, "unavailable", lambda device: "forced by the test")
+    s64 = PGDPrescreen(model, "linf", kappas, torch.device("cpu"))
+    c64 = s64.certify(x, logits)
+    ev64 = s64.evidence()
+    assert ev64["body_bounds"] == "float64" and ev64["body_float64_reason"] == "forced by the test"
+    assert ev64["head_bounds"] == "float64"
+    assert c64.sum() > 0 and abs(int(c32.sum()) - int(c64.sum())) <= max(1, int(0.05 * c64.sum()))
+
+
+def test_float32_head_product_bounds_the_float64_one_from_below():
+    model, x, logits = _cnn_case()
+    screen = PGDPrescreen(model, "linf", np.array([0.01]), torch.device("cpu"))
+    screen.certify(x, logits)
+    assert screen.split is not None
+    x64, pred = x.double(), logits.argmax(1)
+    for kappa in (0.002, 0.02, 0.1):
+        lb32 = screen._bounds(x64, pred, kappa)
+        split, screen.split = screen.split, None
+        lb64 = screen._bounds(x64, pred, kappa)
+        screen.split = split
+        assert (lb32 <= lb64 + 1e-9).all()
+        assert ((lb64 - lb32) <= 1e-3 * (1 + lb64.abs())).all()

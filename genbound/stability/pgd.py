@@ -22,11 +22,14 @@ not attacked again. Flags are monotone non-increasing in kappa. ``early_exit=Fal
 carry_flips=False`` runs every step of every restart on every sample at every kappa (the
 reference a benchmark compares against; its flags need not be monotone).
 
-Sound pre-screen (``prescreen=True``): before the attack, pairs whose margins a float64
-bound proves positive on the whole ball (:mod:`genbound.stability.prescreen`) are marked stable and
-not attacked. No iterate of any attack can flip such a pair, so the flags are those of the attack
-alone; only the cost falls (a stable pair otherwise runs every step). Its attempts, proofs and
-wall time are recorded under ``evidence["prescreen"]``; the model evaluations count PGD's passes.
+Sound pre-screen (``prescreen``): before the attack, pairs whose margins a sound bound proves
+positive on the whole ball (:mod:`genbound.stability.prescreen`) are marked stable and not
+attacked. No iterate of any attack can flip such a pair, so the flags are those of the attack
+alone; only the cost falls (a stable pair otherwise runs every step). ``"auto"`` (default) uses it
+with early exit where the bound's body runs in float32 with its rounding errors enclosed (CPU,
+supported layers), where it costs a few model evaluations a sample; ``True`` also with float64
+bounds; ``False`` never. Its attempts, proofs and wall time are recorded under
+``evidence["prescreen"]``; the model evaluations count PGD's passes.
 
 Randomness: the random start of (sample i, radius kappa, restart r) comes from a generator seeded
 with ``derive_seed(seed, i, bits(kappa), r)`` (bits = the float64 bit pattern), so it does not
@@ -70,7 +73,7 @@ def _step(x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, kappa: float
 
 def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] | np.ndarray, *, norm: str = "linf", steps: int = 10,
                   restarts: int = 1, step_size: float | None = None, rel_step_size: float = 2.5, seed: int = 0,
-                  early_exit: bool = True, carry_flips: bool = True, prescreen: bool = False,
+                  early_exit: bool = True, carry_flips: bool = True, prescreen: bool | str = "auto",
                   batch_size: int = DEFAULT_BATCH_SIZE,
                   device: str | torch.device | None = None, progress_bar: bool = True) -> StabilityResult:
     """Stable flags bool[n, J] for the whole kappa grid from an untargeted PGD attack (module doc).
@@ -78,8 +81,8 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] 
     ``step_size``: absolute step in pixel units for every kappa; default
     ``rel_step_size * kappa / steps`` (2.5 kappa / steps).
     ``prescreen``: skip the pairs a sound bound proves stable (:mod:`genbound.stability.prescreen`;
-    no attack could flip them, so the flags are unchanged). Off by default: on 2 CPU cores its
-    float64 bound costs about what it saves (``bench/RESULTS.md``).
+    no attack could flip them, so the flags are unchanged): ``"auto"`` with early exit where the
+    float32 bound applies, ``True`` always (float64 where float32 does not apply), ``False`` never.
     """
     if norm not in ("linf", "l2"):
         raise UserInputError(f"PGD norm must be 'linf' or 'l2'; got {norm!r}")
@@ -87,6 +90,8 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] 
         raise UserInputError("need steps >= 0, restarts >= 1, batch_size >= 1")
     if step_size is not None and step_size <= 0:
         raise UserInputError(f"step_size must be positive; got {step_size}")
+    if prescreen not in (True, False, "auto"):
+        raise UserInputError(f"prescreen must be true, false or 'auto'; got {prescreen!r}")
     d = source.dim
     k = check_kappas(kappas, norm=norm, dim=d)
     alphas = [float(step_size) if step_size is not None else rel_step_size * float(kp) / max(steps, 1) for kp in k]
@@ -98,7 +103,8 @@ def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] 
     counter = EvalCounter()
     t0 = time.perf_counter()
     with eval_mode(model, what="the PGD stability check"), frozen_parameters(model):
-        screen = PGDPrescreen(model, norm, k, dev) if prescreen else None
+        use = prescreen is True or (prescreen == "auto" and early_exit)
+        screen = PGDPrescreen(model, norm, k, dev, float32_only=prescreen == "auto") if use else None
         offset = 0
         for x, _ in progress(source.batches(batch_size), enabled=progress_bar, desc=f"PGD-{norm} {source.name}",
                              total=source.num_batches(batch_size), unit="batch"):

@@ -10,13 +10,23 @@ What is proven
 For a sample x whose float32 prediction is c and a radius kappa (pixel units, the ball
 intersected with [0, 1]^d as PGD clips it), a pair is *certified* when, for the real-valued network
 with the model's weights, every margin ``z_c(x') - z_j(x')`` (j != c) has a lower bound
-``> PRESCREEN_RTOL * (1 + max_j |z_j(x)|)`` over the ball. The bound is the verifier's own
-(:mod:`genbound.stability.sound`, float64): interval bounds (IBP) through the network, then CROWN
+``> PRESCREEN_RTOL * (1 + max_j |z_j(x)|)`` over the ball. The bound is the verifier's
+(:mod:`genbound.stability.sound`): interval bounds (IBP) through the network, then CROWN
 back-substitution through the *head* -- the trailing Linear/ReLU/Flatten layers -- concretized
 with the interval bounds where the head begins (the whole network for an MLP); the larger of that
 and the plain IBP bound is kept. Both are valid lower bounds, so the certificate is sound.
-``PRESCREEN_RTOL = 1e-4`` is far above the float32 evaluation error of the attacked model's
-logits (~1e-6 relative for these networks), so no float32 iterate can show a flip either.
+
+Arithmetic: where :mod:`genbound.stability.interval32` applies (CPU, float32 weights, supported
+body layers), the interval bounds of the body run in float32 with every rounding error enclosed,
+and so does the head's widest product (its first Linear, ``|A W| r``); the rest of the head is
+float64. Elsewhere everything is float64, as in the verifier. ``PRESCREEN_RTOL = 1e-4`` is far
+above float64 rounding and above the float32 evaluation error of the attacked model's logits
+(~1e-6 relative for these networks), so no float32 iterate can show a flip either.
+
+With ``float32_only`` (``prescreen="auto"`` in :func:`~genbound.stability.pgd_stability`) a model
+whose bound would need float64 is not screened (``status: "off"`` and the reason): on a CPU the
+float64 bound of the demo CNN cost about as many model evaluations as its proofs saved
+(``bench/RESULTS.md``).
 
 The compiled graph is checked once per call against the model's own forward pass, on the first
 samples and on random points of the largest ball; a model the verifier cannot compile or that fails
@@ -42,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genbound.stability import interval32 as _i32
 from genbound.stability import sound as _sound
 
 PRESCREEN_RTOL = 1e-4
@@ -69,25 +80,111 @@ class PGDPrescreen:
     ``certify(x, logits)`` returns bool[b, J]: pair (i, j) proven stable at ``kappas[j]`` (monotone in j).
     """
 
-    def __init__(self, model: nn.Module, norm: str, kappas: np.ndarray, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, norm: str, kappas: np.ndarray, device: torch.device,
+                 float32_only: bool = False) -> None:
         self.model, self.norm, self.kappas, self.device = model, norm, np.asarray(kappas, dtype=np.float64), device
         self.param_dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        self.float32_only = float32_only  # "auto": screen only where the float32 bound applies
         self.status, self.reason, self.checked = "verified", None, False
         self.wall_s = 0.0
         self.tried = [0] * self.kappas.size
         self.certified = [0] * self.kappas.size
+        self.body32: _i32.Float32Intervals | None = None
+        self.split: int | None = None  # the head's first Linear, when its product runs in float32
+        self.body_precision, self.body_reason = "float64", None
         try:
             self.net = _sound.compile_network(model, device)
             self.stop = head_start(self.net)
         except _sound.UnsupportedModelError as e:
             self.net, self.status, self.reason = None, "unverified", str(e)
 
+    def _setup_float32(self, x64: torch.Tensor) -> None:
+        """Float32 arithmetic, rounding errors enclosed, for the body and for the head's widest
+        product, where it applies here and passes its check; float64 otherwise."""
+        if self.stop is None:
+            self.body_reason = "no body: the whole network is bounded by back-substitution"
+            if self.float32_only:
+                self.net, self.status = None, "off"
+            return
+        why = _i32.unavailable(self.device)
+        if why is None:
+            try:
+                body = _i32.Float32Intervals(self.net, self.stop)
+            except _i32.Unsupported as e:
+                why = str(e)
+        if why is None:
+            # last guard: degenerate boxes must contain the float64 forward pass at every body node
+            vals = self.net.forward(x64)
+            for i, (lo, hi) in enumerate(body(x64, x64)):
+                v = vals[i]
+                if not bool(((lo.to(v.dtype) <= v) & (v <= hi.to(v.dtype))).all()):
+                    why = f"float32 intervals failed their check at node {i}"
+                    break
+        if why is not None:
+            self.body_reason = why
+            if self.float32_only:
+                self.net, self.status = None, "off"
+            return
+        self.body32, self.body_precision = body, "float32, rounding errors enclosed"
+        i = self.stop + 1  # the head's first Linear, reached through reshapes only
+        while i < len(self.net.nodes) and self.net.nodes[i].kind == "affine" and \
+                self.net.nodes[i].op.name in ("Flatten", "Identity", "Dropout", "Dropout1d", "Dropout2d"):
+            i += 1
+        nd = self.net.nodes[i] if i < len(self.net.nodes) else None
+        lin = None if nd is None or nd.kind != "affine" else nd.op.module
+        if type(lin) is nn.Linear and lin.weight.dtype == torch.float32 and lin.weight.device.type == "cpu" \
+                and all(self.net.nodes[j].inputs == [j - 1] for j in range(self.stop + 1, i + 1)):
+            W32 = lin.weight.detach()
+            W64 = W32.to(torch.float64)
+            b64 = torch.zeros(W64.shape[0], dtype=torch.float64) if lin.bias is None else lin.bias.detach().to(torch.float64)
+            self.split, self._split_w = i, (W64, b64, W32, W64.abs())
+
     def _bounds(self, x64: torch.Tensor, pred: torch.Tensor, kappa: float) -> torch.Tensor:
         """Lower bound of the smallest margin, float64[b], over the kappa-ball in [0, 1]^d."""
+        net, stop = self.net, self.stop
+        nodes = net.nodes
         inset = _sound._InputSet.ball(x64, kappa * (1.0 + _sound.RADIUS_INFLATION), self.norm, (0.0, 1.0))
-        ibp_lb, head_lb = _sound.margin_lower_bounds(self.net, x64, pred, inset, "crown", intermediate="ibp",
-                                                     stop=self.stop)
+        bounds: list = [None] * len(nodes)
+        if self.body32 is not None:
+            bounds[stop] = tuple(t.to(torch.float64) for t in self.body32(inset.lo, inset.hi)[stop])
+            first = stop + 1
+        else:
+            bounds[0], first = (inset.lo, inset.hi), 1
+        for i in range(first, len(nodes)):
+            bounds[i] = _sound._ibp_node(nodes[i], bounds)
+        ibp_lb, _ = _sound.margin_lower_bounds(net, x64, pred, inset, "ibp", bounds=bounds)
+        C = _sound._margin_matrix(pred, nodes[-1].shape[0], x64.dtype)
+        if self.split is None:
+            head_lb = _sound._backward(net, len(nodes) - 1, C, bounds, inset, stop=stop)
+        else:
+            head_lb = self._split_head(C, bounds)
         return torch.maximum(ibp_lb, head_lb).min(1).values
+
+    def _split_head(self, C: torch.Tensor, bounds: list) -> torch.Tensor:
+        """CROWN on the head with its widest product in float32, the rounding error enclosed.
+
+        Back-substitution (float64) ends at the output of the head's first Linear ``W z + b``
+        (``z``: the body's output, in ``[c - r, c + r]``), giving ``A (W z + b) + bias``; its
+        minimum is ``bias + A (W c + b) - |A W| r``. ``A W`` is computed in float32 as ``M =
+        fl(fl(A) W)``, with ``|A W| <= |M| + (gamma_{k+1} + u) |A| |W|`` (``k`` = rows of ``W``),
+        and ``fl(|M| r)`` errs by at most ``gamma_d`` of itself (``d`` = columns), so
+        ``|A W| r <= fl(|M| r)(1 + 2 gamma_{d+1}) + (gamma_{k+1} + 2u) |A| (|W| r)``.
+        """
+        W64, b64, W32, Wa64 = self._split_w
+        bias, A = _sound._backward(self.net, len(self.net.nodes) - 1, C, bounds, None, form_at=self.split)
+        lo, hi = bounds[self.stop]
+        B = lo.shape[0]
+        lo, hi = lo.reshape(B, -1), hi.reshape(B, -1)
+        c, r = (lo + hi) * 0.5, (hi - lo) * 0.5
+        center = (A * (c @ W64.T + b64).unsqueeze(1)).sum(-1)
+        r32 = r.to(torch.float32)
+        r32 = torch.where(r32.to(torch.float64) < r, torch.nextafter(r32, torch.tensor(float("inf"))), r32)
+        M = A.to(torch.float32) @ W32
+        S = torch.bmm(M.abs(), r32.unsqueeze(2)).squeeze(2).to(torch.float64)
+        k, d = W32.shape
+        corr = (A.abs() * (r @ Wa64.T).unsqueeze(1)).sum(-1)
+        upper = S * (1.0 + 2.0 * _i32.gamma(d + 1)) + (_i32.gamma(k + 1) + 2.0 * _i32.U32) * corr + d * _i32.TINY32
+        return bias + center - upper
 
     def certify(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         kappas, b = self.kappas, x.shape[0]
@@ -102,6 +199,10 @@ class PGDPrescreen:
                 self.checked = True
                 if isinstance(res, str):
                     self.net, self.status, self.reason = None, "unverified", res
+                    self.wall_s += time.perf_counter() - t0
+                    return out
+                self._setup_float32(res[0])
+                if self.net is None:  # "auto" and no float32 bound here
                     self.wall_s += time.perf_counter() - t0
                     return out
             x64 = x.to(torch.float64)
@@ -131,8 +232,12 @@ class PGDPrescreen:
         return out
 
     def evidence(self) -> dict[str, Any]:
-        return {"method": "interval bounds + CROWN on the network's head (float64), pairs proven stable are not attacked",
-                "sound": True, "status": self.status, "unsupported_reason": self.reason,
+        return {"method": "interval bounds + CROWN on the network's head, pairs proven stable are not attacked",
+                "sound": True, "mode": "auto (float32 bounds only)" if self.float32_only else "on",
+                "status": self.status, "unsupported_reason": self.reason,
+                "body_bounds": self.body_precision, "body_float64_reason": self.body_reason,
+                "head_bounds": "float64" if self.split is None else
+                "float64; the first Linear's product in float32, rounding errors enclosed",
                 "tolerance": f"margin lower bound > {PRESCREEN_RTOL} * (1 + max_j |logit_j(x)|)",
                 "head_from_node": None if self.net is None else self.stop,
                 "tried_per_kappa": list(self.tried), "certified_per_kappa": list(self.certified),
