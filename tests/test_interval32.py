@@ -140,3 +140,16 @@ def test_demo_cnn_body_is_supported():
     bounds = i32.Float32Intervals(net, len(net.nodes) - 1)(torch.zeros(2, 1, 8, 8, dtype=torch.float64),
                                                             torch.full((2, 1, 8, 8), 0.5, dtype=torch.float64))
     assert len(bounds) == len(net.nodes) and all(np.isfinite(b[0].numpy()).all() for b in bounds)
+
+
+def test_too_many_terms_per_sum_are_refused():
+    assert i32.gamma_ok(2 ** 20) and not i32.gamma_ok(2 ** 23)
+    with pytest.raises(i32.Unsupported, match="terms"):
+        i32.gamma(2 ** 24 - 1)
+
+
+def test_flatten_keeps_its_own_shape():
+    net = _compiled(nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten(1, 2)), (1, 3, 4))
+    lo, hi = i32.Float32Intervals(net, len(net.nodes) - 1)(torch.zeros(2, 1, 3, 4, dtype=torch.float64),
+                                                          torch.ones(2, 1, 3, 4, dtype=torch.float64))[-1]
+    assert lo.shape == (2, 6, 4) == hi.shape

@@ -187,3 +187,42 @@ def test_float32_head_product_bounds_the_float64_one_from_below():
         screen.split = split
         assert (lb32 <= lb64 + 1e-9).all()
         assert ((lb64 - lb32) <= 1e-3 * (1 + lb64.abs())).all()
+
+
+def test_float32_head_product_accounts_for_underflow():
+    # A = C W3 W2 = 6.8e-46 is below float32's range: fl(A) = 0, yet |A W1| r is ~1e-3 and a corner
+    # of the ball flips the prediction; the bound must not certify it
+    d, k = 100, 10_000
+    g = torch.Generator().manual_seed(0)
+    sign = torch.ones(d)
+    sign[torch.randperm(d, generator=g)[: d // 2]] = -1.0
+    lin1, lin2, lin3 = nn.Linear(d, k, bias=False), nn.Linear(k, 1, bias=False), nn.Linear(1, 2)
+    with torch.no_grad():
+        lin1.weight.copy_(2e37 * sign.expand(k, d))
+        lin2.weight.fill_(1e-23)
+        lin3.weight.copy_(torch.tensor([[6.8e-23], [0.0]]))
+        lin3.bias.copy_(torch.tensor([3e-4, 0.0]))
+    from genbound.models.normalize import Normalize
+    model = nn.Sequential(Normalize((0.0,), (1.0,)), nn.Flatten(), lin1, lin2, lin3).eval()
+    x = torch.full((1, 1, 10, 10), 0.5)
+    with torch.no_grad():
+        logits = model(x)
+        flipped = model((x - 0.1 * sign.reshape(1, 1, 10, 10)).clamp(0, 1))
+    assert flipped.argmax(1) != logits.argmax(1)
+    screen = PGDPrescreen(model, "linf", np.array([0.1]), torch.device("cpu"))
+    assert not screen.certify(x, logits).any()
+    assert screen.split is not None  # the float32 product was used, and accounted for
+
+
+def test_unreadable_matmul_precision_falls_back_to_float64():
+    from genbound.stability import interval32
+    mm = getattr(torch.backends.mkldnn, "matmul", None)
+    if mm is None or not hasattr(mm, "fp32_precision"):
+        pytest.skip("this torch has no per-backend float32 precision")
+    old = mm.fp32_precision
+    try:
+        mm.fp32_precision = "bf16"
+        assert interval32.unavailable(torch.device("cpu")) is not None
+    finally:
+        mm.fp32_precision = old
+    assert interval32.unavailable(torch.device("cpu")) is None

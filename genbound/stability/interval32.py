@@ -34,7 +34,8 @@ not. Hence: CPU only, oneDNN enabled (PyTorch's oneDNN convolutions are direct; 
 3x3 convolution may go to NNPACK's Winograd), ``torch.get_float32_matmul_precision() ==
 "highest"``, no oneDNN float32 precision override, no ``ONEDNN_DEFAULT_FPMATH_MODE`` other than
 ``STRICT``, and ungrouped convolutions (a depthwise 3x3 may use a Winograd kernel). Weights must
-be float32 (they are then exact). Anything else -- and any module this module does not list --
+be float32 (they are then exact), and sums have fewer than about ``2^23`` terms (``gamma_k`` is
+finite and small only for ``k u < 1``). Anything else -- and any module this module does not list --
 leaves the float64 bounds in charge (:class:`Unsupported` says why). As a last guard, the
 pre-screen checks on its first samples that the float32 intervals of degenerate boxes contain the
 float64 forward pass.
@@ -58,8 +59,15 @@ class Unsupported(Exception):
     """The float32 enclosure does not apply (the message says why); use float64 bounds instead."""
 
 
+def gamma_ok(k: int) -> bool:
+    """Whether ``gamma_k`` is small enough for the bounds here (``(k + 3) u < 1/2``)."""
+    return (k + 3) * U32 < 0.5
+
+
 def gamma(k: int) -> float:
-    """Higham's ``gamma_k = k u / (1 - k u)`` for float32 (``u = 2^-24``)."""
+    """Higham's ``gamma_k = k u / (1 - k u)`` for float32 (``u = 2^-24``), for ``gamma_ok(k)``."""
+    if not gamma_ok(k):
+        raise Unsupported(f"{k} terms per sum: too many for float32 rounding bounds")
     return k * U32 / (1.0 - k * U32)
 
 
@@ -69,9 +77,12 @@ def unavailable(device: torch.device) -> str | None:
         return "float32 interval bounds run on CPU only (GPU convolutions may use TF32, Winograd or FFT algorithms)"
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return "oneDNN is unavailable or disabled (a 3x3 convolution may then use a Winograd algorithm)"
-    if torch.get_float32_matmul_precision() != "highest":
-        return (f"torch.get_float32_matmul_precision() is {torch.get_float32_matmul_precision()!r}: "
-                "float32 products may be rounded to a lower precision")
+    try:
+        matmul = torch.get_float32_matmul_precision()
+    except RuntimeError as e:  # raised when the old and the new precision settings are mixed
+        return f"the float32 matmul precision cannot be read ({e})"
+    if matmul != "highest":
+        return f"torch.get_float32_matmul_precision() is {matmul!r}: float32 products may be rounded to a lower precision"
     for where in (torch.backends.mkldnn, getattr(torch.backends.mkldnn, "conv", None),
                   getattr(torch.backends.mkldnn, "matmul", None)):
         prec = getattr(where, "fp32_precision", None)
@@ -168,7 +179,7 @@ def _affine_op(op, in_shape, nonneg: bool):
     if name in ("Identity", "Dropout", "Dropout1d", "Dropout2d"):
         return None  # bounds pass through
     if name == "Flatten":
-        return lambda lo, hi: (lo.flatten(1), hi.flatten(1))
+        return lambda lo, hi: (m(lo), m(hi))
     if t is nn.Conv2d:
         if m.padding_mode != "zeros" or m.groups != 1:
             raise Unsupported(f"Conv2d with padding_mode={m.padding_mode!r}, groups={m.groups}")

@@ -133,6 +133,7 @@ class PGDPrescreen:
         nd = self.net.nodes[i] if i < len(self.net.nodes) else None
         lin = None if nd is None or nd.kind != "affine" else nd.op.module
         if type(lin) is nn.Linear and lin.weight.dtype == torch.float32 and lin.weight.device.type == "cpu" \
+                and _i32.gamma_ok(max(lin.weight.shape) + 1) \
                 and all(self.net.nodes[j].inputs == [j - 1] for j in range(self.stop + 1, i + 1)):
             W32 = lin.weight.detach()
             W64 = W32.to(torch.float64)
@@ -168,7 +169,8 @@ class PGDPrescreen:
         minimum is ``bias + A (W c + b) - |A W| r``. ``A W`` is computed in float32 as ``M =
         fl(fl(A) W)``, with ``|A W| <= |M| + (gamma_{k+1} + u) |A| |W|`` (``k`` = rows of ``W``),
         and ``fl(|M| r)`` errs by at most ``gamma_d`` of itself (``d`` = columns), so
-        ``|A W| r <= fl(|M| r)(1 + 2 gamma_{d+1}) + (gamma_{k+1} + 2u) |A| (|W| r)``.
+        ``|A W| r <= fl(|M| r)(1 + 2 gamma_{d+1}) + (gamma_{k+1} + 2u) |A| (|W| r)``, plus
+        multiples of ``2^-126`` for underflow (entries of ``A`` below float32's range included).
         """
         W64, b64, W32, Wa64 = self._split_w
         bias, A = _sound._backward(self.net, len(self.net.nodes) - 1, C, bounds, None, form_at=self.split)
@@ -179,12 +181,17 @@ class PGDPrescreen:
         center = (A * (c @ W64.T + b64).unsqueeze(1)).sum(-1)
         r32 = r.to(torch.float32)
         r32 = torch.where(r32.to(torch.float64) < r, torch.nextafter(r32, torch.tensor(float("inf"))), r32)
-        M = A.to(torch.float32) @ W32
-        S = torch.bmm(M.abs(), r32.unsqueeze(2)).squeeze(2).to(torch.float64)
+        Ma = (A.to(torch.float32) @ W32).abs()
+        S = torch.bmm(Ma, r32.unsqueeze(2)).squeeze(2).to(torch.float64)
         k, d = W32.shape
-        corr = (A.abs() * (r @ Wa64.T).unsqueeze(1)).sum(-1)
-        upper = S * (1.0 + 2.0 * _i32.gamma(d + 1)) + (_i32.gamma(k + 1) + 2.0 * _i32.U32) * corr + d * _i32.TINY32
-        return bias + center - upper
+        Wr = r @ Wa64.T
+        Aa = A.abs()
+        upper = S * (1.0 + 2.0 * _i32.gamma(d + 1)) + (_i32.gamma(k + 1) + 2.0 * _i32.U32) * (Aa * Wr.unsqueeze(1)).sum(-1)
+        # underflow and flush-to-zero: of fl(A) (each entry off by <= 2^-126), of the products in
+        # fl(A) W and subnormal W or M read as zero, of the products in |M| r and subnormal r
+        tiny = (Wr.sum(-1, keepdim=True) + (2 * k + 1 + Aa.sum(-1)) * r.sum(-1, keepdim=True)
+                + Ma.sum(-1).to(torch.float64) + 2 * d)
+        return bias + center - (upper + 2.0 * _i32.TINY32 * tiny)
 
     def certify(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         kappas, b = self.kappas, x.shape[0]
