@@ -61,11 +61,12 @@ def test_linear_model_certifies_whenever_the_margin_clears_the_tolerance(norm):
         assert cert[clear].mean() > 0.5
 
 
-def test_flags_unchanged_and_attack_evaluations_saved_on_a_cnn():
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_flags_unchanged_and_attack_evaluations_saved_on_a_cnn(norm):
     src = _digits(48)
     model = small_cnn(in_channels=1, width=4, hidden=16, pool=2, seed=1).eval()
-    kappas = [0.002, 0.005, 0.02, 0.1, 0.3]
-    kw = dict(steps=4, seed=2, device="cpu", progress_bar=False, batch_size=16)
+    kappas = [0.002, 0.005, 0.02, 0.1, 0.3] if norm == "linf" else [0.01, 0.03, 0.1, 0.5, 2.0]
+    kw = dict(norm=norm, steps=4, seed=2, device="cpu", progress_bar=False, batch_size=16)
     plain = pgd_stability(model, src, kappas, prescreen=False, **kw)
     screened = pgd_stability(model, src, kappas, prescreen=True, **kw)
     auto = pgd_stability(model, src, kappas, **kw)  # default "auto": float32 bounds apply on CPU
