@@ -32,11 +32,7 @@ def _body_model(seed=0):
 
 
 def _ibp64(net, lo, hi):
-    b = [None] * len(net.nodes)
-    b[0] = (lo, hi)
-    for i in range(1, len(net.nodes)):
-        b[i] = sound._ibp_node(net.nodes[i], b)
-    return b
+    return sound._ibp_pass(net, [(lo, hi)] + [None] * (len(net.nodes) - 1))
 
 
 @pytest.mark.parametrize("kappa", [0.0, 0.01, 0.1])

@@ -135,10 +135,7 @@ class PGDPrescreen:
         if type(lin) is nn.Linear and lin.weight.dtype == torch.float32 and lin.weight.device.type == "cpu" \
                 and _i32.gamma_ok(max(lin.weight.shape) + 1) \
                 and all(self.net.nodes[j].inputs == [j - 1] for j in range(self.stop + 1, i + 1)):
-            W32 = lin.weight.detach()
-            W64 = W32.to(torch.float64)
-            b64 = torch.zeros(W64.shape[0], dtype=torch.float64) if lin.bias is None else lin.bias.detach().to(torch.float64)
-            self.split, self._split_w = i, (W64, b64, W32, W64.abs())
+            self.split, self._split_weight = i, lin.weight.detach()
 
     def _bounds(self, x64: torch.Tensor, pred: torch.Tensor, kappa: float) -> torch.Tensor:
         """Lower bound of the smallest margin, float64[b], over the kappa-ball in [0, 1]^d."""
@@ -148,11 +145,10 @@ class PGDPrescreen:
         bounds: list = [None] * len(nodes)
         if self.body32 is not None:
             bounds[stop] = tuple(t.to(torch.float64) for t in self.body32(inset.lo, inset.hi)[stop])
-            first = stop + 1
+            _sound._ibp_pass(net, bounds, stop + 1)
         else:
-            bounds[0], first = (inset.lo, inset.hi), 1
-        for i in range(first, len(nodes)):
-            bounds[i] = _sound._ibp_node(nodes[i], bounds)
+            bounds[0] = (inset.lo, inset.hi)
+            _sound._ibp_pass(net, bounds)
         ibp_lb, _ = _sound.margin_lower_bounds(net, x64, pred, inset, "ibp", bounds=bounds)
         C = _sound._margin_matrix(pred, nodes[-1].shape[0], x64.dtype)
         if self.split is None:
@@ -172,19 +168,20 @@ class PGDPrescreen:
         ``|A W| r <= fl(|M| r)(1 + 2 gamma_{d+1}) + (gamma_{k+1} + 2u) |A| (|W| r)``, plus
         multiples of ``2^-126`` for underflow (entries of ``A`` below float32's range included).
         """
-        W64, b64, W32, Wa64 = self._split_w
+        W32 = self._split_weight
         bias, A = _sound._backward(self.net, len(self.net.nodes) - 1, C, bounds, None, form_at=self.split)
         lo, hi = bounds[self.stop]
         B = lo.shape[0]
-        lo, hi = lo.reshape(B, -1), hi.reshape(B, -1)
-        c, r = (lo + hi) * 0.5, (hi - lo) * 0.5
-        center = (A * (c @ W64.T + b64).unsqueeze(1)).sum(-1)
+        r = ((hi - lo) * 0.5).reshape(B, -1)
+        # the interval pass already holds W c + b and |W| r: the centre and radius at the Linear's output
+        slo, shi = bounds[self.split]
+        center = (A * ((slo + shi) * 0.5).unsqueeze(1)).sum(-1)
+        Wr = (shi - slo) * 0.5
         r32 = r.to(torch.float32)
         r32 = torch.where(r32.to(torch.float64) < r, torch.nextafter(r32, torch.tensor(float("inf"))), r32)
         Ma = (A.to(torch.float32) @ W32).abs()
         S = torch.bmm(Ma, r32.unsqueeze(2)).squeeze(2).to(torch.float64)
         k, d = W32.shape
-        Wr = r @ Wa64.T
         Aa = A.abs()
         upper = S * (1.0 + 2.0 * _i32.gamma(d + 1)) + (_i32.gamma(k + 1) + 2.0 * _i32.U32) * (Aa * Wr.unsqueeze(1)).sum(-1)
         # underflow and flush-to-zero: of fl(A) (each entry off by <= 2^-126), of the products in

@@ -373,6 +373,13 @@ def _ibp_node(nd: _Node, bounds):
     return l1 + l2, h1 + h2
 
 
+def _ibp_pass(net: _Net, bounds: list, start: int = 1) -> list:
+    """Fill ``bounds[i]`` for every node ``i >= start`` by interval propagation (in place)."""
+    for i in range(start, len(net.nodes)):
+        bounds[i] = _ibp_node(net.nodes[i], bounds)
+    return bounds
+
+
 def _backward(net: _Net, target: int, A: torch.Tensor, bounds, inset: _InputSet, stop: int | None = None,
               form_at: int | None = None):
     """Lower bound of ``A . z_target`` (``A``: ``[B, R, *shape]``) by back-substitution.
@@ -454,13 +461,12 @@ def _margin_matrix(pred: torch.Tensor, nclass: int, dtype) -> torch.Tensor:
 
 def margin_lower_bounds(
     net: _Net, x0, pred, inset: _InputSet, method: str, max_rows: int = 4096, intermediate: str = "crown",
-    stop: int | None = None, bounds: list | None = None,
+    bounds: list | None = None,
 ):
     """Lower bounds ``[B, nclass-1]`` on the margins ``z_c - z_j`` over ``inset`` (IBP and CROWN).
 
     Returns ``(ibp_lb, crown_lb)``; ``crown_lb`` is None when ``method == "ibp"``.
-    ``intermediate="ibp"`` skips the CROWN tightening of pre-activation bounds (cheaper); with it,
-    ``stop`` (a node) ends the CROWN back-substitution there, concretized with its interval bounds.
+    ``intermediate="ibp"`` skips the CROWN tightening of pre-activation bounds (cheaper).
     ``bounds``: interval bounds per node already computed (float64 ``(lo, hi)``, ``None`` for the
     nodes no back-substitution reads), used instead of the IBP pass.
     """
@@ -470,18 +476,13 @@ def margin_lower_bounds(
     C = _margin_matrix(pred, nclass, x0.dtype)
 
     if bounds is None:  # pure IBP pass
-        bounds = [None] * len(nodes)
-        bounds[0] = (inset.lo, inset.hi)
-        for i in range(1, len(nodes)):
-            bounds[i] = _ibp_node(nodes[i], bounds)
+        bounds = _ibp_pass(net, [(inset.lo, inset.hi)] + [None] * (len(nodes) - 1))
     ibp_stop = _trailing_affine_start(net)
     ibp_lb = _backward(net, out, C, bounds, inset, stop=ibp_stop) if ibp_stop != out else _conc(C, bounds[out])
     if method == "ibp":
         return ibp_lb, None
     if intermediate == "ibp":  # the IBP bounds are the intermediate bounds
-        return ibp_lb, _backward(net, out, C, bounds, inset, stop=stop)
-    if stop is not None:
-        raise ValueError("stop goes with intermediate='ibp'")
+        return ibp_lb, _backward(net, out, C, bounds, inset)
 
     # CROWN pass: tighten pre-activation bounds of every ReLU input, in topological order
     tb = [None] * len(nodes)
