@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from genbound import __version__
-from genbound.errors import UserInputError
+from genbound.errors import EXIT_OUTPUT, OutputError, UserInputError
 
 # Order here is the order shown by ``genbound --help``.
 COMMANDS: dict[str, str] = {
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as exc:
         print(f"genbound {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OutputError as exc:  # the system refused to write a result: one line naming the path, exit 74
+        print(f"genbound {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT
     except KeyboardInterrupt:
         print(f"genbound {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from typing import Any
 
 import numpy as np
 
 from genbound.bounds.stats import SampleStats
 from genbound.errors import UserInputError
+from genbound.fileio import atomic_write, read_npz
 
 ARRAYS = ("train_cell", "train_loss", "train_stable", "heldout_cell", "heldout_loss", "kappas")
 SCALARS = ("K", "log_K", "stability_sound", "stability_method", "norm", "label_pure", "max_cell_diameter",
@@ -27,25 +27,81 @@ SCALARS = ("K", "log_K", "stability_sound", "stability_method", "norm", "label_p
 REQUIRED = ("train_cell", "train_loss")
 
 
+BOOLS = ("stability_sound", "label_pure", "partition_uses_heldout", "partition_depends_on_train")
+STRINGS = ("model", "stability_method", "norm", "partition_json")
+MAX_JSON_DEPTH = 64
+
+
+_KINDS = {"U": "text", "S": "bytes", "b": "a boolean", "c": "a complex number", "M": "a date", "m": "a time span",
+          "V": "a record", "f": "a float", "i": "an integer", "u": "an integer"}
+
+
+def _got(a: np.ndarray) -> str:
+    v = a.reshape(()).item() if a.size == 1 else a
+    return f"{_KINDS.get(a.dtype.kind, str(a.dtype))} {v!r}"
+
+
 def _scalar(name: str, a: np.ndarray) -> Any:
+    """One scalar field, checked by dtype: text is never taken where a number belongs, nor the reverse."""
     if a.size != 1:
         raise UserInputError(f"{name} must be a single value, got an array of shape {a.shape}")
+    kind = a.dtype.kind
+    if name in STRINGS:
+        if kind == "S":
+            try:
+                return a.reshape(()).item().decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserInputError(f"{name} is not valid UTF-8 text") from None
+        if kind != "U":
+            raise UserInputError(f"{name} must be text (a numpy str), got {_got(a)}")
+        return str(a.reshape(()).item())
     v = a.reshape(()).item()
-    if name in ("stability_sound", "label_pure", "partition_uses_heldout", "partition_depends_on_train"):
-        if v not in (0, 1, True, False):
-            raise UserInputError(f"{name} must be true/false, got {v!r}")
-        return bool(v)
+    if name in BOOLS:
+        if kind == "b" or (kind in "iu" and v in (0, 1)):
+            return bool(v)
+        raise UserInputError(f"{name} must be true/false (a numpy bool), got {_got(a)}")
+    if kind not in "iuf":  # bool, text, complex, dates, records: none of them is a count or a length
+        what = "an integer (the total number of cells)" if name == "K" else "a real number"
+        raise UserInputError(f"{name} must be {what}, got {_got(a)}")
     if name == "max_cell_diameter":
         v = float(v)
         return None if np.isnan(v) else v
-    if name in ("model", "stability_method", "norm", "partition_json"):
-        return str(v)
     if name == "K":
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if not isinstance(v, int):
             raise UserInputError(f"K must be an integer (the total number of cells), got {v!r}")
+    if name == "log_K":
+        v = float(v)
     return v
+
+
+def _depth(v: Any) -> int:
+    """Nesting depth of a parsed JSON value, counted without recursion."""
+    depth, stack = 0, [(v, 1)]
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, (dict, list)):
+            depth = max(depth, d)
+            stack.extend((y, d + 1) for y in (x.values() if isinstance(x, dict) else x))
+    return depth
+
+
+def _parse_partition(text: str) -> dict[str, Any]:
+    def no_constant(c: str) -> Any:
+        raise UserInputError(f"partition_json holds {c}, which is not JSON; write null for an unknown value")
+    try:
+        partition = json.loads(text, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"partition_json is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UserInputError(f"partition_json is nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    if not isinstance(partition, dict):
+        raise UserInputError(f"partition_json must be a JSON object (the partition record), got {type(partition).__name__}: "
+                             f"{text[:60]!r}")
+    if _depth(partition) > MAX_JSON_DEPTH:
+        raise UserInputError(f"partition_json is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return partition
 
 
 def _build(fields: dict[str, Any], model: str) -> SampleStats:
@@ -54,31 +110,20 @@ def _build(fields: dict[str, Any], model: str) -> SampleStats:
         raise UserInputError(f"model {model!r}: missing array(s) {', '.join(missing)} in the statistics file")
     if "K" not in fields and "log_K" not in fields:
         raise UserInputError("the statistics file needs K (total number of cells) or log_K")
-    partition = {}
-    if "partition_json" in fields:
-        try:
-            partition = json.loads(fields.pop("partition_json"))
-        except json.JSONDecodeError as exc:
-            raise UserInputError(f"partition_json is not valid JSON: {exc}") from None
+    partition = _parse_partition(fields.pop("partition_json")) if "partition_json" in fields else {}
     fields.setdefault("model", model)
     return SampleStats(partition=partition, **fields)
 
 
 def load_stats_npz(path: str | os.PathLike) -> list[SampleStats]:
-    """Load one or several models' statistics from an ``.npz`` file (see module docstring)."""
+    """Load one or several models' statistics from an ``.npz`` file (see module docstring).
+
+    The archive is read by :func:`genbound.fileio.read_npz` (no pickles; declared sizes checked
+    against the bytes held and the memory available before anything is allocated); every
+    defect is a :class:`~genbound.errors.UserInputError`.
+    """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserInputError(f"statistics file not found: {path}")
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"PK\x03\x04":
-            raise UserInputError(f"{path} is not a readable .npz file (not a zip archive); save it with numpy.savez")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            raw = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise UserInputError(f"{path} is not a readable .npz file ({exc})") from None
-    except ValueError as exc:
-        raise UserInputError(f"{path}: cannot read arrays without pickle ({exc}); save plain numeric arrays") from None
+    raw = read_npz(path, what="statistics file")
     shared: dict[str, Any] = {}
     per_model: dict[str, dict[str, Any]] = {}
     known = set(ARRAYS) | set(SCALARS)
@@ -86,11 +131,27 @@ def load_stats_npz(path: str | os.PathLike) -> list[SampleStats]:
         model, _, name = key.rpartition("/")
         if name not in known:
             raise UserInputError(f"{path}: unknown array {key!r}; expected {', '.join(ARRAYS + SCALARS)}")
-        value = _scalar(name, a) if name in SCALARS else a
+        try:
+            value = _scalar(name, a) if name in SCALARS else a
+        except UserInputError as exc:
+            raise UserInputError(f"{path}: {key}: {exc}" if model else f"{path}: {exc}") from None
         (per_model.setdefault(model, {}) if model else shared)[name] = value
+    if not raw:
+        raise UserInputError(f"{path} holds no arrays; expected at least {', '.join(REQUIRED)} and K or log_K")
     if not per_model:
-        return [_build(dict(shared), str(shared.get("model", os.path.splitext(os.path.basename(path))[0])))]
-    return [_build({**shared, **fields}, model) for model, fields in per_model.items()]
+        default = str(shared.get("model", os.path.splitext(os.path.basename(path))[0]))
+        return [_with_path(path, None, lambda: _build(dict(shared), default))]
+    return [_with_path(path, model, lambda: _build({**shared, **fields}, model)) for model, fields in per_model.items()]
+
+
+def _with_path(path: str, model: str | None, build: Any) -> SampleStats:
+    """Run ``build`` and put the file (and model) in front of its error message."""
+    try:
+        return build()
+    except UserInputError as exc:
+        msg = str(exc)
+        where = path if model is None or f"model {model!r}" in msg else f"{path}: model {model!r}"
+        raise UserInputError(msg if msg.startswith(path) else f"{where}: {msg}") from None
 
 
 def save_stats_npz(path: str | os.PathLike, stats: list[SampleStats] | SampleStats) -> None:
@@ -116,4 +177,5 @@ def save_stats_npz(path: str | os.PathLike, stats: list[SampleStats] | SampleSta
             out[pre + "K"] = np.int64(s.K)
         if s.norm is not None:
             out[pre + "norm"] = np.str_(s.norm)
-    np.savez_compressed(path, **out)
+    with atomic_write(path, "wb") as fh:
+        np.savez_compressed(fh, **out)

@@ -6,6 +6,7 @@ here at the edge, and everything downstream trusts it.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,26 @@ def _as_loss(name: str, a: Any) -> np.ndarray:
                 f"(min {lo}, max {hi}). Loss in 2x units? Divide by 2; top-1 0-1 loss only."
             )
     return a.astype(np.uint8, copy=False)
+
+
+def _as_kappas(a: Any) -> np.ndarray:
+    a = np.asarray(a)
+    if a.size == 0:
+        return np.zeros(0)
+    if a.ndim > 1:
+        raise UserInputError(f"kappas must be a 1-D array of radii, got shape {a.shape}")
+    if a.dtype.kind not in "iuf":  # text, bool, complex: refused rather than converted
+        raise UserInputError(f"kappas must be real numbers (float radii), got dtype {a.dtype}")
+    return a.astype(np.float64).reshape(-1)
+
+
+def _real(name: str, v: Any) -> float:
+    """A real number given as a Python or numpy int/float (never text, bool or complex)."""
+    if isinstance(v, np.ndarray) and v.size == 1:
+        v = v.reshape(()).item()
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise UserInputError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+    return float(v)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +133,7 @@ class SampleStats:
             raise UserInputError(
                 f"heldout_loss has {hl.size} entries but heldout_cell has {hc.size}; one per held-out sample"
             )
-        kappas = np.asarray(self.kappas, dtype=np.float64).reshape(-1) if np.size(self.kappas) else np.zeros(0)
+        kappas = _as_kappas(self.kappas)
         if np.any(~np.isfinite(kappas)) or np.any(kappas <= 0):
             raise UserInputError(f"kappas must be finite and > 0 (radii in [0,1] pixel units), got {kappas.tolist()}")
         st = self.train_stable
@@ -137,6 +158,12 @@ class SampleStats:
             order = np.argsort(kappas, kind="stable")
             kappas, st = kappas[order], st[:, order]
         K, log_K = self._resolve_K(self.K, self.log_K)
+        if not isinstance(self.partition, dict):
+            raise UserInputError(f"partition must be a dict (the partition record), got {type(self.partition).__name__}")
+        try:
+            json.dumps(self.partition, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UserInputError(f"the partition record must be plain JSON (no NaN/inf, no objects): {exc}") from None
         method = str(self.stability_method)
         if self.stability_sound and method == "unknown":
             method = "declared sound (method not given)"
@@ -146,9 +173,9 @@ class SampleStats:
             )
         d = self.max_cell_diameter
         if d is not None:
-            d = float(d)
-            if math.isnan(d) or d < 0:
-                raise UserInputError(f"max_cell_diameter must be >= 0 (or absent when unknown), got {d}")
+            d = _real("max_cell_diameter", d)
+            if not math.isfinite(d) or d < 0:
+                raise UserInputError(f"max_cell_diameter must be finite and >= 0 (or absent when unknown), got {d}")
         for k, v in dict(
             train_cell=tc, train_loss=tl, heldout_cell=hc, heldout_loss=hl, kappas=kappas,
             train_stable=st, K=K, log_K=log_K, max_cell_diameter=d, stability_method=method,
@@ -161,17 +188,19 @@ class SampleStats:
         if K is None and log_K is None:
             raise UserInputError("give K (total number of cells, empty ones included) or log_K = ln K")
         if K is not None:
+            if isinstance(K, (bool, np.bool_)) or not isinstance(K, (int, float, np.integer, np.floating)):
+                raise UserInputError(f"K must be a positive integer, got {type(K).__name__} {K!r}")
             try:
                 K_int = int(K)
-            except (TypeError, ValueError, OverflowError):
+            except (ValueError, OverflowError):  # nan, inf
                 raise UserInputError(f"K must be a positive integer, got {K!r}") from None
             if K_int != K or K_int < 1:
                 raise UserInputError(f"K must be a positive integer, got {K!r}")
             lk = math.log(K_int)
-            if log_K is not None and not math.isclose(float(log_K), lk, rel_tol=1e-9, abs_tol=1e-9):
+            if log_K is not None and not math.isclose(_real("log_K", log_K), lk, rel_tol=1e-9, abs_tol=1e-9):
                 raise UserInputError(f"K={K_int} and log_K={log_K} disagree (ln K = {lk}); give one of them")
             return K_int, lk
-        lk = float(log_K)
+        lk = _real("log_K", log_K)
         if not math.isfinite(lk) or lk < 0:
             raise UserInputError(f"log_K must be finite and >= 0 (K >= 1), got {log_K!r}")
         return None, lk
