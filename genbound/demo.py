@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from genbound.config import Config
 from genbound.data import load_dataset, randomize_labels, split_source
+from genbound.fileio import make_output_folder, write_text
 from genbound.models import load_model, save_weights, train_classifier, with_normalization
 from genbound.pipeline import Evaluation, ModelInput, _fingerprint, evaluate
 
@@ -81,8 +82,7 @@ def _trained(member: Member, train, normalization, folder: str, seed: int = 0, p
                              random_label_fraction=member.random_labels, label_seed=seed, progress_bar=progress,
                              **member.train)
     save_weights(net, weights)
-    with open(meta, "w") as fh:
-        json.dump(json.loads(json.dumps(model.genbound_training, default=str)), fh)
+    write_text(meta, json.dumps(json.loads(json.dumps(model.genbound_training, default=str))))
     return model
 
 
@@ -94,7 +94,7 @@ def run_demo(quick: bool, out: str, progress: bool = True) -> Evaluation:
     source = load_dataset(dataset)
     train, heldout, split = split_source(source, 0.2 if not quick else 0.25, seed=0)
     models_dir = os.path.join(out, "models")
-    os.makedirs(models_dir, exist_ok=True)
+    make_output_folder(models_dir)
     inputs: list[ModelInput] = []
     for m in members:
         model = _trained(m, train, source.normalization, models_dir, progress=cfg.progress)

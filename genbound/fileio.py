@@ -98,11 +98,12 @@ def check_output_file(path: str | os.PathLike, flag: str | None = None, *, creat
     return path
 
 
-def make_output_folder(path: str | os.PathLike, flag: str | None = None) -> str:
-    """Create the output folder ``path`` (and its parents) if missing; return it.
+def make_output_folder(path: str | os.PathLike, flag: str | None = None, *, parents: bool = True) -> str:
+    """Create the output folder ``path`` (and, with ``parents``, its missing parents); return it.
 
-    Raises :class:`UserInputError` when ``path`` or one of its parents is a file, and
-    :class:`OutputError` when the system refuses to create it.
+    Raises :class:`UserInputError` when ``path`` or one of its parents is a file (or, without
+    ``parents``, when its parent folder does not exist), and :class:`OutputError` when the system
+    refuses to create it.
     """
     path = os.fspath(path)
     what = _label(path, flag)
@@ -113,6 +114,9 @@ def make_output_folder(path: str | os.PathLike, flag: str | None = None) -> str:
     blocker = _first_non_folder(path)
     if blocker is not None:
         raise UserInputError(f"cannot create {what}: {blocker} is a file, not a folder")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not parents and not os.path.isdir(parent):
+        raise UserInputError(f"cannot create {what}: folder {parent} does not exist")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -28,6 +27,7 @@ from genbound.collect import collect
 from genbound.config import Config, to_toml
 from genbound.data.source import DataSource
 from genbound.errors import UserInputError
+from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.partition import Partition, PartitionSpec, build_partition
 from genbound.stability import stability_flags
 
@@ -58,15 +58,8 @@ def source_fingerprint(source: DataSource) -> str:
 
 
 def _save_npz_atomic(path: str, **arrays: Any) -> None:
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 @dataclass
@@ -110,24 +103,18 @@ class Evaluation:
     def save(self, out_dir: str | os.PathLike, *, plots: bool = True) -> dict[str, str]:
         """Write ``result.json``, ``samples.npz``, ``config.toml``, ``versions.json``, plots and
         ``report.html`` into ``out_dir``; returns the paths written."""
-        out = os.fspath(out_dir)
-        os.makedirs(out, exist_ok=True)
+        out = make_output_folder(os.fspath(out_dir))
         paths = {"result": os.path.join(out, "result.json"), "samples": os.path.join(out, "samples.npz"),
                  "config": os.path.join(out, "config.toml"), "versions": os.path.join(out, "versions.json")}
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=out)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, paths["result"])
+        write_text(paths["result"], text + "\n")
         save_stats_npz(paths["samples"], self.stats)
         sections: dict[str, Any] = {"bounds": self.config.to_dict()}
         for key in ("data", "models"):
             if key in self.records:
                 sections[key] = self.records[key]
-        with open(paths["config"], "w") as fh:
-            fh.write(to_toml(_toml_safe(sections)))
-        with open(paths["versions"], "w") as fh:
-            json.dump(software_versions(), fh, indent=2)
+        write_text(paths["config"], to_toml(_toml_safe(sections)))
+        write_text(paths["versions"], json.dumps(software_versions(), indent=2))
         if plots:
             from genbound.report import write_plots, write_html
             paths.update(write_plots(self, os.path.join(out, "plots")))
@@ -193,7 +180,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     cfg = config or Config()
     inputs = _as_inputs(models, train, heldout)
     if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
+        make_output_folder(cache_dir)
     t0 = time.perf_counter()
     kappas = np.asarray(cfg.kappas, dtype=np.float64)
     partitions = _build_partitions(cfg, train, heldout)

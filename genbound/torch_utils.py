@@ -6,6 +6,7 @@ Nothing here is specific to one layer; ``genbound/bounds`` never imports this mo
 from __future__ import annotations
 
 import hashlib
+import io
 from typing import Any, Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genbound.errors import UserInputError
+from genbound.fileio import write_bytes
 
 T = TypeVar("T")
 
@@ -88,3 +90,14 @@ def check_kappas(kappas: Iterable[float], *, norm: str = "linf", dim: int | None
     if np.any(np.diff(k) <= 0):
         raise UserInputError(f"kappas must be strictly ascending; got {k.tolist()} (sort them and drop duplicates)")
     return k
+
+
+def save_torch(obj: Any, path: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (no partial file on a full disk or a killed run).
+
+    Serialized in memory first: torch reports a failed write as a RuntimeError, Python's own file
+    write as the OSError that :mod:`genbound.fileio` turns into a one-line error naming the path.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getbuffer())

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from genbound import __version__
+from genbound.fileio import write_text
 
 SCHEMA = "genbound.result/1"
 
@@ -112,17 +112,7 @@ class BoundReport:
         """The JSON document; written atomically to ``path`` when given (no partial file on failure)."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
-            path = os.fspath(path)
-            folder = os.path.dirname(os.path.abspath(path))
-            fd, tmp = tempfile.mkstemp(prefix=".genbound-", suffix=".json", dir=folder)
-            try:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(text + "\n")
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            write_text(path, text + "\n")
         return text
 
     def table(self) -> str:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from genbound.errors import UserInputError
+from genbound.fileio import check_output_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,15 +24,13 @@ def run(args: argparse.Namespace) -> int:
     from genbound.bounds.suite import validate_delta
 
     delta = validate_delta(args.delta)
-    if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(folder):
-            raise UserInputError(f"cannot write {args.json}: folder {folder} does not exist")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     report = BoundReport.merge(compute_bounds(s, delta) for s in load_stats_npz(args.stats))
-    if args.json:
+    if args.json is not None:
         report.to_json(args.json)
     if not args.quiet:
         print(report.table())
-        if args.json:
+        if args.json is not None:
             print(f"wrote {args.json}")
     return 0

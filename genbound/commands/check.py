@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from genbound.errors import UserInputError
+from genbound.fileio import check_output_file, write_text
 
 CHECKS = ("coverage", "memorization")
 
@@ -45,12 +45,8 @@ def run(args: argparse.Namespace) -> int:
     draws, seed = _int("draws", args.draws, 1), _int("seed", args.seed, 0)
     if args.draws is not None and args.check != "coverage":
         raise UserInputError("--draws applies to the coverage check only")
-    if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(folder):
-            raise UserInputError(f"cannot write {args.json}: folder {folder} does not exist")
-        if os.path.isdir(args.json):
-            raise UserInputError(f"--json {args.json} is a folder; give a file name")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     if args.check == "coverage":
         from genbound.checks.coverage import run_coverage
         res = run_coverage(quick=args.quick, draws=draws, delta=delta, seed=seed, progress=not args.no_progress)
@@ -58,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
         from genbound.checks.memorization import run_memorization
         res = run_memorization(quick=args.quick, delta=delta, seed=seed, progress=not args.no_progress)
     print(res.table())
-    if args.json:
-        from genbound.studies.certified_lowdim import write_text_atomic
-        write_text_atomic(args.json, json.dumps(res.to_dict(), indent=2, allow_nan=False) + "\n")
+    if args.json is not None:
+        write_text(args.json, json.dumps(res.to_dict(), indent=2, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
     return 0 if res.passed else 1

@@ -18,11 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from genbound.demo import run_demo
-    from genbound.errors import UserInputError
+    from genbound.fileio import make_output_folder
 
-    out = args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserInputError(f"--out {out} exists and is not a folder")
+    out = make_output_folder(args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S")), "--out")
     t0 = time.time()
     ev = run_demo(args.quick, out, progress=not args.no_progress)
     paths = ev.save(out)

@@ -18,12 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from genbound.config import Config, load_config_file
     from genbound.data import load_dataset, split_source
+    from genbound.fileio import make_output_folder
     from genbound.models import load_model
     from genbound.pipeline import evaluate
 
     rc = load_config_file(args.config)
     cfg = rc.config if not args.no_progress else Config(**{**rc.config.to_dict(), "progress": False})
-    out = args.out or rc.out or os.path.join("runs", time.strftime("evaluate-%Y%m%d-%H%M%S"))
+    out = make_output_folder(args.out or rc.out or os.path.join("runs", time.strftime("evaluate-%Y%m%d-%H%M%S")),
+                             "--out" if args.out else None)
     source = load_dataset(rc.train)
     split_record = None
     if rc.heldout is None:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 from genbound.errors import UserInputError
@@ -40,12 +39,10 @@ def run(args: argparse.Namespace) -> int:
 def run_certified_lowdim(args: argparse.Namespace) -> int:
     from genbound.bounds.suite import validate_delta
 
+    from genbound.fileio import make_output_folder
+
     delta = validate_delta(args.delta)
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UserInputError(f"--out {args.out} exists and is not a folder")
-    parent = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(parent):
-        raise UserInputError(f"cannot create --out {args.out}: folder {parent} does not exist")
+    make_output_folder(args.out, "--out", parents=False)  # before the study: a wrong path must not cost its minutes
     from genbound.studies.certified_lowdim import run_certified_lowdim as run_study
 
     t0 = time.time()

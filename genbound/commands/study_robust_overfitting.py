@@ -55,17 +55,10 @@ def run_robust_overfitting(args: argparse.Namespace) -> int:
     import torch
 
     from genbound.errors import UserInputError
+    from genbound.fileio import make_output_folder
     from genbound.studies.robust_overfitting import full_config, quick_config, run_study
 
-    out = args.out
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserInputError(f"--out {out!r} exists and is not a folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise UserInputError(f"--out {out!r}: cannot create the folder ({exc.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise UserInputError(f"--out {out!r} is not writable")
+    out = make_output_folder(args.out, "--out")
     if args.epochs is not None and args.epochs < 2:
         raise UserInputError(f"--epochs must be at least 2, got {args.epochs}")
     if args.threads is not None:

@@ -19,6 +19,7 @@ import json
 import os
 
 from genbound.errors import UserInputError
+from genbound.fileio import check_output_file, write_text
 
 NAME = "train"
 HELP = "train a reference model (mlp, small_cnn, small_resnet) on a named dataset and save its weights"
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.out.endswith(".safetensors") or args.out.endswith(".pt") or args.out.endswith(".pth")):
         raise UserInputError(f"--out must end in .safetensors, .pt or .pth; got {args.out!r}")
+    check_output_file(args.out, "--out", create_folder=True)  # before training: a wrong path must not cost it
+    check_output_file(args.out + ".json", "--out")
     source = load_dataset(args.data)
     train, held, split = split_source(source, args.heldout_fraction, seed=args.split_seed)
     kwargs = dict(args.model_arg)
@@ -83,13 +86,11 @@ def run(args: argparse.Namespace) -> int:
     fit_on = randomize_labels(train, args.random_labels, seed=args.seed)[0] if args.random_labels > 0 else train
     train_err = collect(model, fit_on, device=args.device, progress_bar=False).error
     held_err = collect(model, held, device=args.device, progress_bar=False).error
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_weights(net, args.out)  # the bare network; normalization is recorded and re-applied at load
     record = {"factory": args.model, "kwargs": kwargs, "weights": os.path.basename(args.out),
               "normalization": source.normalization.as_dict(), "data": source.describe(), "split": split.record(),
               "training": model.genbound_training, "train_error": train_err, "heldout_error": held_err}
-    with open(args.out + ".json", "w") as f:
-        json.dump(record, f, indent=2, default=str)
+    write_text(args.out + ".json", json.dumps(record, indent=2, default=str))
     print(f"{args.model} on {args.data}: train error {train_err:.4f}"
           f"{' (on the randomized labels)' if args.random_labels > 0 else ''}, held-out error {held_err:.4f}; "
           f"wrote {args.out} and {args.out}.json")

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from genbound.data import load_dataset
     from genbound.errors import UserInputError
+    from genbound.fileio import check_output_file
     from genbound.models import load_model
 
     for flag, value in (("--subset", args.subset), ("--batch-size", args.batch_size), ("--probes", args.probes)):
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--eps must be non-negative, got {args.eps}")
     if not 0 < args.delta < 1:
         raise UserInputError(f"--delta must be in (0, 1), got {args.delta}")
+    if args.json_out is not None:
+        check_output_file(args.json_out, "--json")  # before the attack and the traces, not after
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
@@ -108,10 +111,7 @@ def run(args: argparse.Namespace) -> int:
     result.protocol["model"] = args.model
     result.protocol["weights"] = args.weights
     print(result.table())
-    if args.json_out:
-        try:
-            result.to_json(args.json_out)
-        except OSError as exc:
-            raise UserInputError(f"--json: cannot write {args.json_out!r} ({exc.strerror})") from None
+    if args.json_out is not None:
+        result.to_json(args.json_out)
         print(f"wrote {args.json_out}")
     return 0

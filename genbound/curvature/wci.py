@@ -39,6 +39,7 @@ from genbound.curvature.fisher import fisher
 from genbound.curvature.hutchinson import hutchinson
 from genbound.curvature.results import TraceResult
 from genbound.errors import UserInputError
+from genbound.fileio import write_text
 
 SCHEMA = "genbound.wci/1"
 ESTIMATORS = ("hutchinson", "fisher", "exact")
@@ -104,7 +105,7 @@ class WCIResult:
         """The result as JSON; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=True)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            write_text(path, text + "\n")
         return text
 
     def table(self) -> str:

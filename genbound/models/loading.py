@@ -29,9 +29,10 @@ from torch import nn
 
 from genbound.data.source import Normalization
 from genbound.errors import UserInputError
+from genbound.fileio import write_bytes
 from genbound.models.architectures import ARCHITECTURES
 from genbound.models.normalize import with_normalization
-from genbound.torch_utils import resolve_device
+from genbound.torch_utils import resolve_device, save_torch
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
@@ -91,10 +92,10 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     path = os.fspath(path)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.endswith(".safetensors"):
-        from safetensors.torch import save_file
-        save_file(sd, path)
+        from safetensors.torch import save
+        write_bytes(path, save(sd))
     else:
-        torch.save(sd, path)
+        save_torch(sd, path)
 
 
 def _resolve_factory(factory: str):

@@ -8,6 +8,8 @@ import json
 import os
 from typing import Any
 
+from genbound.fileio import write_text
+
 
 def write_html(ev: Any, folder: str, paths: dict[str, str]) -> str:
     parts = ["<!doctype html><meta charset='utf-8'><title>genbound report</title>",
@@ -25,6 +27,5 @@ def write_html(ev: Any, folder: str, paths: dict[str, str]) -> str:
             parts.append(f"<img alt='{key}' src='data:image/png;base64,{data}'>")
     parts.append("<h2>Run record</h2><pre>" + html.escape(json.dumps(ev.records, indent=2, default=str)) + "</pre>")
     path = os.path.join(folder, "report.html")
-    with open(path, "w") as fh:
-        fh.write("\n".join(parts))
+    write_text(path, "\n".join(parts))
     return path

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from genbound.fileio import atomic_path, make_output_folder
+
 CERT_ORDER = ("holdout_cp", "theorem_h", "theorem_n", "kawaguchi", "xu_mannor")
 DIAG_ORDER = ("than_localavg", "than_localsen", "than_localrob", "than_rob", "stability_a", "stability_b", "stability_c")
 
@@ -20,6 +22,12 @@ def _plt():
     return plt
 
 
+def _save(fig: Any, path: str) -> None:
+    """``fig`` as a PNG at ``path``, written atomically."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+
+
 def _best(results: list, name: str) -> float | None:
     vals = [r.value for r in results if r.name == name and r.value is not None]
     return min(vals) if vals else None
@@ -28,7 +36,7 @@ def _best(results: list, name: str) -> float | None:
 def write_plots(ev: Any, folder: str) -> dict[str, str]:
     """Write ``bounds_vs_heldout.png``, ``stability_vs_kappa.png`` and ``estimates_vs_kappa.png``."""
     plt = _plt()
-    os.makedirs(folder, exist_ok=True)
+    make_output_folder(folder)
     report = ev.report
     K0 = report.models[0]["log_K"]
     metas = [m for m in report.models if m["log_K"] == K0]
@@ -65,7 +73,7 @@ def write_plots(ev: Any, folder: str) -> dict[str, str]:
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     paths["plot_bounds"] = os.path.join(folder, "bounds_vs_heldout.png")
-    fig.savefig(paths["plot_bounds"], dpi=110)
+    _save(fig, paths["plot_bounds"])
     plt.close(fig)
 
     # 2. unstable fraction and robust training error vs kappa
@@ -85,7 +93,7 @@ def write_plots(ev: Any, folder: str) -> dict[str, str]:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     paths["plot_stability"] = os.path.join(folder, "stability_vs_kappa.png")
-    fig.savefig(paths["plot_stability"], dpi=110)
+    _save(fig, paths["plot_stability"])
     plt.close(fig)
 
     # 3. kappa-dependent results per model
@@ -109,6 +117,6 @@ def write_plots(ev: Any, folder: str) -> dict[str, str]:
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     paths["plot_estimates"] = os.path.join(folder, "estimates_vs_kappa.png")
-    fig.savefig(paths["plot_estimates"], dpi=110)
+    _save(fig, paths["plot_estimates"])
     plt.close(fig)
     return paths

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -35,6 +34,7 @@ from genbound.bounds import SCHEMA, save_stats_npz
 from genbound.data import TensorSource, load_dataset, split_source
 from genbound.data.lowdim import sample_lowdim, true_error
 from genbound.data.tabular import apply_range, fit_range, load_tabular, three_way_split
+from genbound.fileio import make_output_folder, write_text
 from genbound.models import mlp, train_classifier, with_normalization
 from genbound.stability.sound import sound_stability
 from genbound.studies.kappa_fine import KappaFineResult, kappa_fine_bounds
@@ -178,34 +178,13 @@ class StudyResult:
 
     def save(self, out: str) -> dict[str, str]:
         """``result.json`` (atomic), ``samples.npz`` (every partition's statistics) and ``table.txt``."""
-        os.makedirs(out, exist_ok=True)
+        make_output_folder(out)
         paths = {"result": os.path.join(out, "result.json"), "samples": os.path.join(out, "samples.npz"),
                  "table": os.path.join(out, "table.txt")}
-        write_text_atomic(paths["result"], json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=out)
-        os.close(fd)
-        try:
-            save_stats_npz(tmp, [s for t in self.tasks for s in t.bounds.stats])
-            os.replace(tmp, paths["samples"])
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        write_text_atomic(paths["table"], self.table() + "\n")
+        write_text(paths["result"], json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        save_stats_npz(paths["samples"], [s for t in self.tasks for s in t.bounds.stats])
+        write_text(paths["table"], self.table() + "\n")
         return paths
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (no partial file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".genbound-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _jsonable(v: Any) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from genbound.fileio import atomic_path, make_output_folder
+
 PANELS = (
     ("rob_acc", "robust accuracy (solid: train, dashed: test)"),
     ("gap_acc", "gap_acc = train_rob_acc - test_rob_acc"),
@@ -25,6 +27,11 @@ def _plt():
 
     return plt
 
+
+def _save(fig: Any, path: str) -> None:
+    """``fig`` as a PNG at ``path``, written atomically."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
 
 def plot_curves(runs: dict[str, dict[str, Any]], path: str) -> str:
     """One panel per quantity of :data:`PANELS`, one colour per run, planned decays as dotted lines."""
@@ -53,8 +60,8 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: str) -> str:
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("robust overfitting study (dotted: planned decays; dash-dot: WCI-guard events)")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=90)
+    make_output_folder(os.path.dirname(path) or ".")
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -87,6 +94,6 @@ def plot_dynamics(dyn: dict[str, Any], path: str) -> str:
     a2.set_title(f"variance across replicas; decay {dyn['eta1']:g} -> {dyn['eta2']:g} at the dotted line", fontsize=10)
     a2.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
     return path

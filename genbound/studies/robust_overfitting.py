@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from genbound.errors import UserInputError
+from genbound.fileio import write_text
 from genbound.studies.stats import robust_overfitting, wci_gap_correlations
 from genbound.torch_utils import derive_seed
 from genbound.train import TrackConfig, TrainConfig, train_adversarial
@@ -222,8 +223,8 @@ def run_study(study: StudyConfig, out_dir: str | Path, *, show_progress: bool = 
         plots["dynamics"] = plot_dynamics(result["dynamics"], str(out / "plots" / "dynamics.png"))
     result["plots"] = {k: str(Path(v).relative_to(out)) for k, v in plots.items()}
     result["seconds"] = time.perf_counter() - t_start
-    (out / "study.json").write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    (out / "report.md").write_text(report_text(result) + "\n")
+    write_text(out / "study.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
+    write_text(out / "report.md", report_text(result) + "\n")
     return result
 
 

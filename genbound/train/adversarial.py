@@ -37,7 +37,8 @@ from torch import nn
 
 from genbound.curvature import pgd
 from genbound.errors import UserInputError
-from genbound.torch_utils import derive_seed, progress
+from genbound.fileio import make_output_folder, write_text
+from genbound.torch_utils import derive_seed, progress, save_torch
 from genbound.train.awp import AWP
 from genbound.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from genbound.train.schedules import Schedule, make_schedule
@@ -193,7 +194,7 @@ def train_adversarial(
     """
     config.validate()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     x_tr, y_tr = train
     x_te, y_te = test
     if x_tr.shape[0] == 0 or x_te.shape[0] == 0:
@@ -228,7 +229,7 @@ def train_adversarial(
         records = _read_log(log, int(state["log_bytes"]))
         set_rng_state(state["rng"])
     else:
-        log.write_text("")
+        write_text(log, "")
     stopped = False
     for epoch in progress(range(start, config.epochs), enabled=show_progress, desc=config.method, unit="epoch"):
         if stopped:
@@ -253,13 +254,13 @@ def train_adversarial(
             if best_val is None or rec["val_rob_acc"] > best_val["val_rob_acc"]:
                 best_val = {**_summary(rec), "val_rob_acc": rec["val_rob_acc"]}
                 since_best = 0
-                torch.save(model.state_dict(), out / "best_val.pt")
+                save_torch(model.state_dict(), out / "best_val.pt")
             else:
                 since_best += 1
             if config.early_stopping_patience is not None and since_best >= config.early_stopping_patience:
                 stopped = True
         if epoch in snapshot_epochs:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "lr": lr},
+            save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "lr": lr},
                        out / f"snapshot_{epoch}.pt")
         save_checkpoint(ck, {
             "config": config.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),

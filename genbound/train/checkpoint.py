@@ -8,13 +8,12 @@ generators seeded by :func:`genbound.torch_utils.derive_seed` ``(seed, purpose, 
 its randomness does not depend on those global states; they are saved and restored so that any
 user code (a model with dropout, a callback) also continues identically.
 
-Files are written atomically (temporary file + ``os.replace``) and read with
+Files are written atomically (:mod:`genbound.fileio`: temporary file + ``os.replace``) and read with
 ``torch.load(weights_only=True)``: only tensors and plain Python values are stored.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from genbound.errors import UserInputError
+from genbound.torch_utils import save_torch
 
 
 def rng_state() -> dict[str, Any]:
@@ -53,10 +53,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (plus the RNG states) atomically to ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({**state, "rng": rng_state()}, tmp)
-    os.replace(tmp, path)
+    save_torch({**state, "rng": rng_state()}, path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
