@@ -1,9 +1,10 @@
 """Files in and out: atomic writes of every output, and ``.npz`` archives read without trusting them.
 
 Writing. Every file genbound writes goes through :func:`atomic_write` (a file object) or
-:func:`atomic_path` (a temporary file name, for writers that need one, e.g. ``savefig``): the bytes
-go to a temporary file ``.genbound-tmp-*`` in the target's folder, which replaces the target
-(``os.replace``) only once it is complete and synced. A full disk, a file-size limit or a killed
+:func:`atomic_path` (a temporary file name, for writers that need one, e.g. ``savefig``); logs
+through :func:`append_text`. The bytes go to a temporary file ``.genbound-tmp-*`` in the target's
+folder, which replaces the target (``os.replace``) only once it is complete and synced; a device
+or a pipe (``/dev/null``, a FIFO) is written in place, and a symbolic link stays one. A full disk, a file-size limit or a killed
 run therefore never leaves a partial file at the target, and the temporary file is removed on
 failure. Errors are split in two:
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -148,7 +150,19 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[st
     when the block ends. ``OSError`` inside the block becomes :class:`OutputError` naming ``path``.
     """
     path = check_output_file(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    real = os.path.realpath(path)  # a symbolic link stays one: the file it points to is replaced
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        # a device or a pipe (/dev/null, /dev/stdout, a FIFO): written in place; never replaced by a file
+        try:
+            yield path
+        except OSError as exc:
+            raise _output_error(path, exc) from None
+        return
+    folder = os.path.dirname(real)
     try:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
         os.close(fd)
@@ -157,7 +171,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[st
     try:
         yield tmp
         os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
+        os.replace(tmp, real)
     except OSError as exc:
         _remove(tmp)
         if isinstance(exc, IsADirectoryError):
@@ -181,7 +195,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str | No
         with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())  # a delayed write error (NFS, quota) surfaces here, not after the rename
+            if stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                os.fsync(fh.fileno())  # a delayed write error (NFS, quota) surfaces here, before the rename
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -194,6 +209,15 @@ def write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview) -
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path, "wb") as fh:
         fh.write(data)
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to a log (not atomic: a reader must tolerate a torn last line)."""
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise _output_error(os.fspath(path), exc) from None
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -281,8 +305,10 @@ def read_npz(path: str | os.PathLike, *, what: str = "file") -> dict[str, np.nda
     path = os.fspath(path)
     if os.path.isdir(path):
         raise UserInputError(f"{what} {path} is a folder; give the .npz file")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise UserInputError(f"{what} not found: {path}")
+    if not os.path.isfile(path):
+        raise UserInputError(f"{what} {path} is not a regular file; give the .npz file")
     try:
         with open(path, "rb") as fh:
             head = fh.read(6)

@@ -26,10 +26,9 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-import numpy as np
-
 from genbound.data.source import DataSource, TensorSource
 from genbound.errors import UserInputError
+from genbound.fileio import read_npz
 
 Loader = Callable[..., DataSource]
 
@@ -75,14 +74,12 @@ def _no_kwargs(name: str, kw: dict[str, Any]) -> None:
 
 
 def load_npz(path: str, *, name: str | None = None, **kw: Any) -> TensorSource:
-    """A ``.npz`` file with arrays ``x`` and ``y`` as a :class:`TensorSource` (no pickles allowed)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "x" not in z or "y" not in z:
-                raise UserInputError(f"{path}: expected arrays named 'x' (images) and 'y' (labels); found {sorted(z.files)}")
-            x, y = z["x"], z["y"]
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"cannot read {path} as a .npz of arrays: {exc}") from exc
+    """A ``.npz`` file with arrays ``x`` and ``y`` as a :class:`TensorSource` (read by
+    :func:`genbound.fileio.read_npz`: no pickles, declared sizes checked before allocating)."""
+    z = read_npz(path, what="data file")
+    if "x" not in z or "y" not in z:
+        raise UserInputError(f"{path}: expected arrays named 'x' (images) and 'y' (labels); found {sorted(z)}")
+    x, y = z["x"], z["y"]
     return TensorSource(x, y, name=name or os.path.basename(path), **kw)
 
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from genbound.curvature import pgd
 from genbound.errors import UserInputError
-from genbound.fileio import make_output_folder, write_text
+from genbound.fileio import append_text, make_output_folder, write_text
 from genbound.torch_utils import derive_seed, progress, save_torch
 from genbound.train.awp import AWP
 from genbound.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -246,8 +246,7 @@ def train_adversarial(
         rec["epoch_s"] = time.perf_counter() - t0
         seconds += rec["epoch_s"]
         records.append(rec)
-        with open(log, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_text(log, json.dumps(rec) + "\n")  # a torn last line is cut off on resume (log_bytes)
         if not best or (rec["test_rob_acc"] is not None and rec["test_rob_acc"] > best["test_rob_acc"]):
             best = _summary(rec)
         if val is not None:
