@@ -227,6 +227,8 @@ BOUNDS_FILE_CASES = [
     ("encrypted", _set_zip_field(arrays(), 6, 8, 1, bit=True), [], "encrypted"),
     ("member-not-npy", member("K.npy", b"8"), [], "not a numpy array"),
     ("member-text-file", member("notes.txt", b"hello"), [], "not a numpy array"),
+    ("torch-checkpoint", _zip({"archive/data.pkl": b"\x80\x02}q\x00.", "archive/version": b"3\n"}), [],
+     "not a numpy array"),
     ("duplicate-member", _zip({**_members(), "K": _npy(np.int64(9))}), [], "two arrays named 'K'"),
     ("absurd-shape-7TiB", member("train_cell.npy", _header_of(np.zeros(3, np.int64), **{"(3,)": b"(1000000000000,)"})),
      [], "7.3 TiB"),
@@ -292,6 +294,7 @@ BOUNDS_FILE_CASES = [
     ("kappas-zero", arrays(kappas=np.array([0.0, 0.02])), [], "finite and > 0"),
     ("kappas-negative", arrays(kappas=np.array([-0.01, 0.02])), [], "finite and > 0"),
     ("kappas-2d", arrays(kappas=np.array([[0.01, 0.02]])), [], "1-D array"),
+    ("kappas-0-255-units-linf", arrays(kappas=np.array([2.0, 4.0]), norm=STR("linf")), [], "divide by 255"),
     # scalars: text where a number belongs, and the reverse
     ("K-text", arrays(K=STR("8")), [], "K must be an integer"),
     ("K-bool", arrays(K=np.bool_(True)), [], "K must be an integer"),
@@ -483,7 +486,7 @@ def a_file(tmp_path):
 def test_bounds_json_target_is_a_folder(tmp_path, stats_file):
     (tmp_path / "out.json").mkdir()
     assert_user_error(["bounds", stats_file, "--json", tmp_path / "out.json"], contains=("is a folder",),
-                      tmp_folders=(tmp_path,))
+                      tmp_folders=(tmp_path,), in_process=True)
     assert os.listdir(tmp_path / "out.json") == []
 
 
@@ -491,7 +494,7 @@ def test_bounds_json_target_is_a_folder(tmp_path, stats_file):
 def test_bounds_json_below_a_regular_file(tmp_path, stats_file, a_file, below):
     target = os.path.join(a_file, below)
     assert_user_error(["bounds", stats_file, "--json", target], contains=(str(a_file), "is a file, not a folder"),
-                      absent=(target,), tmp_folders=(tmp_path,))
+                      absent=(target,), tmp_folders=(tmp_path,), in_process=below == "out.json")
 
 
 def test_bounds_json_in_a_missing_folder(tmp_path, stats_file):
@@ -540,7 +543,7 @@ def test_check_json_target(tmp_path, a_file, case):
         os.mkdir(target)
     assert_user_error(["check", "coverage", "--quick", "--json", target],
                       contains=("is a folder" if case == "folder" else "is a file, not a folder",),
-                      tmp_folders=(tmp_path,))
+                      tmp_folders=(tmp_path,), in_process=case == "folder")
 
 
 @pytest.mark.parametrize("study", ["certified-lowdim", "robust-overfitting"])

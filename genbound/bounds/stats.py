@@ -136,6 +136,11 @@ class SampleStats:
         kappas = _as_kappas(self.kappas)
         if np.any(~np.isfinite(kappas)) or np.any(kappas <= 0):
             raise UserInputError(f"kappas must be finite and > 0 (radii in [0,1] pixel units), got {kappas.tolist()}")
+        if self.norm == "linf" and kappas.size and kappas.max() > 1:
+            # an l_inf ball of radius > 1 holds the whole [0,1] cube: these are 0-255 units, and a
+            # diameter check (diameter <= kappa) would then prove cells it must not
+            raise UserInputError(f"linf kappas must be <= 1 (radii in [0,1] pixel units; in 0-255 units? divide by 255), "
+                                 f"got {kappas.tolist()}")
         st = self.train_stable
         if st is None:
             st = np.zeros((n, kappas.size), dtype=bool)

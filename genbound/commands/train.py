@@ -56,14 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genbound.collect import collect
-    from genbound.data import load_dataset, randomize_labels, split_source
-    from genbound.models import ARCHITECTURES, save_weights, train_classifier, with_normalization
-
     if not (args.out.endswith(".safetensors") or args.out.endswith(".pt") or args.out.endswith(".pth")):
         raise UserInputError(f"--out must end in .safetensors, .pt or .pth; got {args.out!r}")
     check_output_file(args.out, "--out", create_folder=True)  # before training: a wrong path must not cost it
     check_output_file(args.out + ".json", "--out")
+
+    from genbound.collect import collect
+    from genbound.data import load_dataset, randomize_labels, split_source
+    from genbound.models import ARCHITECTURES, save_weights, train_classifier, with_normalization
     source = load_dataset(args.data)
     train, held, split = split_source(source, args.heldout_fraction, seed=args.split_seed)
     kwargs = dict(args.model_arg)
