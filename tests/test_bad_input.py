@@ -44,7 +44,7 @@ TMP_PREFIX = ".genbound-tmp-"
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.update(MPLBACKEND="Agg", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="error::RuntimeWarning")
+    env.update(MPLBACKEND="Agg", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("PYTHONSTARTUP", None)
     return env
 
