@@ -25,18 +25,16 @@ ARRAYS = ("train_cell", "train_loss", "train_stable", "heldout_cell", "heldout_l
 SCALARS = ("K", "log_K", "stability_sound", "stability_method", "norm", "label_pure", "max_cell_diameter",
            "model", "partition_uses_heldout", "partition_depends_on_train", "partition_json")
 REQUIRED = ("train_cell", "train_loss")
-
-
 BOOLS = ("stability_sound", "label_pure", "partition_uses_heldout", "partition_depends_on_train")
 STRINGS = ("model", "stability_method", "norm", "partition_json")
-MAX_JSON_DEPTH = 64
-
+MAX_JSON_DEPTH = 64  # a partition record is a few levels deep; deeper is not one (and json's parser recurses)
 
 _KINDS = {"U": "text", "S": "bytes", "b": "a boolean", "c": "a complex number", "M": "a date", "m": "a time span",
           "V": "a record", "f": "a float", "i": "an integer", "u": "an integer"}
 
 
 def _got(a: np.ndarray) -> str:
+    """What the user gave, in words: "text '2.5'", "a boolean True"."""
     v = a.reshape(()).item() if a.size == 1 else a
     return f"{_KINDS.get(a.dtype.kind, str(a.dtype))} {v!r}"
 
@@ -97,8 +95,8 @@ def _parse_partition(text: str) -> dict[str, Any]:
     except RecursionError:
         raise UserInputError(f"partition_json is nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
     if not isinstance(partition, dict):
-        raise UserInputError(f"partition_json must be a JSON object (the partition record), got {type(partition).__name__}: "
-                             f"{text[:60]!r}")
+        kind = {list: "an array", str: "a string", type(None): "null", bool: "a boolean"}.get(type(partition), "a number")
+        raise UserInputError(f"partition_json must be a JSON object (the partition record), got {kind}: {text[:60]!r}")
     if _depth(partition) > MAX_JSON_DEPTH:
         raise UserInputError(f"partition_json is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     return partition
