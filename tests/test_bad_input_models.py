@@ -464,3 +464,59 @@ def test_console_command(edit: tuple[str, str], expected: str, workdir: Path) ->
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert expected in r.stderr
     assert _files(workdir) - before == set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data handed to --data / [data] train: arrays and image folders
+# ---------------------------------------------------------------------------------------------
+def _data_cases(root: Path) -> dict[str, tuple[str, str]]:
+    from PIL import Image
+    z = np.zeros((10, 1, 8, 8), np.float32)
+    arrays = {
+        "nan pixels": (dict(x=np.full_like(z, np.nan), y=np.arange(10)), "pixel values must lie in [0, 1]"),
+        "pre-normalized pixels": (dict(x=z - 0.5, y=np.arange(10)), "pixel values must lie in [0, 1]"),
+        "8-bit values as floats": (dict(x=z + 255, y=np.arange(10)), "divide 8-bit images by 255"),
+        "text images": (dict(x=np.array(["a"] * 10), y=np.arange(10)), "images must be numeric arrays"),
+        "object images": (dict(x=np.array([None] * 10, dtype=object), y=np.arange(10)), "allow_pickle"),
+        "5-d images": (dict(x=z[:, None], y=np.arange(10)), "images must have shape"),
+        "negative labels": (dict(x=z, y=-np.arange(10)), "labels must be >= 0"),
+        "fractional labels": (dict(x=z, y=np.arange(10) + 0.5), "labels must be integers"),
+        "2-d labels": (dict(x=z, y=np.zeros((10, 2), int)), "labels must be a 1-D array"),
+        "fewer labels": (dict(x=z, y=np.arange(5)), "10 images but 5 labels"),
+        "no labels": (dict(x=z), "expected arrays named 'x' (images) and 'y' (labels)"),
+        "one class": (dict(x=z[:1], y=np.zeros(1, int)), "num_classes must be >= 2"),
+    }
+    cases = {}
+    for case, (arrs, expected) in arrays.items():
+        path = root / (case.replace(" ", "_") + ".npz")
+        np.savez(path, **arrs)
+        cases[case] = (str(path), expected)
+    (root / "imgs" / "a").mkdir(parents=True)
+    (root / "imgs" / "b").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "imgs" / "a" / "1.png")
+    Image.new("RGB", (9, 8)).save(root / "imgs" / "b" / "2.png")
+    cases["images of two sizes"] = (str(root / "imgs"), "has shape (3, 8, 9), expected (3, 8, 8)")
+    (root / "undecodable" / "a").mkdir(parents=True)
+    (root / "undecodable" / "a" / "x.png").write_bytes(b"not a png")
+    cases["undecodable image"] = (str(root / "undecodable"), "cannot decode image")
+    (root / "no_images" / "a").mkdir(parents=True)
+    cases["folder without images"] = (str(root / "no_images"), "no images with extensions")
+    (root / "no_classes").mkdir()
+    cases["folder without class folders"] = (str(root / "no_classes"), "has no class sub-directories")
+    cases["missing file"] = (str(root / "nope.npz"), "unknown dataset")
+    return cases
+
+
+DATA_CASES = ["nan pixels", "pre-normalized pixels", "8-bit values as floats", "text images", "object images",
+              "5-d images", "negative labels", "fractional labels", "2-d labels", "fewer labels", "no labels",
+              "one class", "images of two sizes", "undecodable image", "folder without images",
+              "folder without class folders", "missing file"]
+
+
+@pytest.mark.parametrize("case", DATA_CASES)
+def test_bad_data(case: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    data = workdir / "data"
+    data.mkdir()
+    path, expected = _data_cases(data)[case]
+    argv = ["train", "--data", path, "--model", "mlp", "--epochs", "1", "--no-progress", "--out", "w.pt"]
+    assert_user_error(argv, capsys, workdir, expected)

@@ -156,6 +156,9 @@ class TensorSource(DataSource):
     def __init__(self, x: Any, y: Any, *, name: str = "arrays", num_classes: int | None = None,
                  normalization: Normalization | None = None, copy: bool = False) -> None:
         super().__init__()
+        for what, arr in (("images", x), ("labels", y)):
+            if not isinstance(arr, torch.Tensor) and np.asarray(arr).dtype.kind not in "biuf":
+                raise UserInputError(f"{name}: {what} must be numeric arrays; got dtype {np.asarray(arr).dtype}")
         xt = torch.as_tensor(x)
         if xt.dtype == torch.uint8:
             xt = xt.to(torch.float32) / 255.0
@@ -176,7 +179,9 @@ class TensorSource(DataSource):
         if yt.is_floating_point():
             if not torch.equal(yt, yt.round()):
                 raise UserInputError(f"{name}: labels must be integers")
-        yt = yt.to(torch.int64).reshape(-1)
+        if yt.ndim != 1:
+            raise UserInputError(f"{name}: labels must be a 1-D array of class indices; got shape {tuple(yt.shape)}")
+        yt = yt.to(torch.int64)
         if yt.shape[0] != xt.shape[0]:
             raise UserInputError(f"{name}: {xt.shape[0]} images but {yt.shape[0]} labels")
         if yt.numel() and yt.min() < 0:

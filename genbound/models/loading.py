@@ -180,7 +180,7 @@ def load_model(factory: str, weights: str | os.PathLike | None = None, *, device
         model = fn(**kwargs)
     except TypeError as exc:
         raise UserInputError(f"factory {factory!r} rejected its arguments {sorted(kwargs)}: {_first_line(exc)}") from None
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, UserInputError):  # a reference architecture's own one-line error
         raise
     except Exception as exc:  # the user's factory failed: its message says why
         raise UserInputError(f"factory {factory!r} raised {type(exc).__name__}: {_first_line(exc)}") from None
