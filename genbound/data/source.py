@@ -53,6 +53,22 @@ class Normalization:
     def as_dict(self) -> dict[str, list[float]]:
         return {"mean": list(self.mean), "std": list(self.std)}
 
+    @classmethod
+    def preset(cls, name: str) -> "Normalization":
+        """``"imagenet"`` (torchvision's ImageNet mean/std) or ``"inception"`` (mean = std = 0.5)."""
+        if name not in NORMALIZATIONS:
+            raise UserInputError(f"unknown normalization {name!r}; use one of {', '.join(NORMALIZATIONS)} or give "
+                                 "mean and std")
+        mean, std = NORMALIZATIONS[name]
+        return cls(mean, std)
+
+
+#: named per-channel (mean, std) conventions of pretrained models
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
 
 class DataSource(abc.ABC):
     """A labelled dataset of images in [0, 1].
@@ -227,7 +243,8 @@ class SubsetSource(DataSource):
         self.name = name or f"{parent.name}[subset]"
         self.shape, self.num_classes = parent.shape, parent.num_classes
         self.normalization, self.input_range = parent.normalization, parent.input_range
-        self.provenance = {"parent": parent.name, "n_parent": len(parent), "indices_hash": array_hash(self.indices)}
+        self.provenance = {"parent": parent.name, "n_parent": len(parent), "indices_hash": array_hash(self.indices),
+                           **({"parent_provenance": parent.provenance} if parent.provenance else {})}
 
     def __len__(self) -> int:
         return int(self.indices.size)
