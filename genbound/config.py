@@ -136,7 +136,10 @@ class ModelSpec:
     factory: str
     weights: str | None = None
     kwargs: dict = field(default_factory=dict)
-    input_normalization: str = "data"  # "data": apply the data's mean/std; "none": model takes [0,1] pixels
+    #: "data": the data's mean/std in front of the model; "none": the model takes [0, 1] pixels;
+    #: a preset name (:data:`NORMALIZATION_PRESETS`); "model": the model's own (timm's pretrained_cfg);
+    #: or {"mean": [...], "std": [...]}
+    input_normalization: str | dict = "data"
 
 
 @dataclass(frozen=True)
@@ -150,10 +153,17 @@ class RunConfig:
     models: tuple[ModelSpec, ...]
     config: Config
     out: str | None = None
+    #: decode-time steps for image folders (a :class:`genbound.data.preprocess.Preprocess`), or None
+    preprocess: Any = None
+    #: the model's class list for image folders ("imagenet", "cifar10", a labels file, a list), or None
+    classes: Any = None
+    #: the config file's folder: relative paths resolve there, and factory modules beside it import
+    base: str = "."
 
 
 _CONFIG_KEYS = {f.name for f in fields(Config)}
-_DATA_KEYS = {"train", "heldout", "heldout_fraction", "split_seed"}
+_DATA_KEYS = {"train", "heldout", "heldout_fraction", "split_seed", "preprocess", "classes"}
+NORMALIZATION_CHOICES = ("data", "none", "model", "imagenet", "inception")
 
 
 def _table(doc: dict, key: str) -> dict:
@@ -196,13 +206,15 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
             raise UserInputError(f"{where} must be a non-empty string, got {value!r}")
         return value
 
-    def rel(p: str | None, where: str) -> str | None:
+    def rel(p: str | None, where: str) -> str | None:  # a file: relative to the config's folder
+        return None if p is None else os.path.join(base, text(p, where))
+
+    def data_path(p: str | None, where: str) -> str | None:
+        # a file or folder beside the config, else a registered dataset name (checked when loaded)
         if p is None:
             return None
         p = text(p, where)
-        if os.path.isabs(p) or not (os.sep in p or p.endswith((".npz", ".pt", ".pth", ".safetensors"))):
-            return p
-        return os.path.join(base, p)
+        return os.path.join(base, p) if os.path.exists(os.path.join(base, p)) else p
 
     models_doc = doc.get("models")
     if not isinstance(models_doc, list) or not models_doc:
@@ -216,8 +228,16 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
         if extra:
             raise UserInputError(f"{where}: unknown key(s) {sorted(extra)}")
         norm = m.get("input_normalization", "data")
-        if norm not in ("data", "none"):
-            raise UserInputError(f"input_normalization must be 'data' or 'none', got {norm!r}")
+        if isinstance(norm, dict):
+            if set(norm) != {"mean", "std"}:
+                raise UserInputError(f"{where}: input_normalization as a table needs exactly mean and std, got "
+                                     f"{sorted(norm)}")
+            for k in ("mean", "std"):
+                vals = norm[k] if isinstance(norm[k], list) else [norm[k]]
+                norm = {**norm, k: [as_real(v, f"input_normalization {k}") for v in vals]}
+        elif norm not in NORMALIZATION_CHOICES:
+            raise UserInputError(f"{where}: input_normalization must be one of {', '.join(NORMALIZATION_CHOICES)} or "
+                                 f"{{ mean = [...], std = [...] }}, got {norm!r}")
         kwargs = m.get("kwargs", {})
         if not isinstance(kwargs, dict):
             raise UserInputError(f"{where}: kwargs must be a table of the factory's keyword arguments, "
@@ -247,10 +267,31 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
     if not 0 < heldout_fraction < 1:
         raise UserInputError(f"[data] heldout_fraction must be strictly between 0 and 1, got {heldout_fraction}")
     out = _table(doc, "run").get("out")
+    from genbound.data.preprocess import Preprocess
+    pre = data.get("preprocess")
+    if isinstance(pre, str):
+        pre = Preprocess.preset(pre)
+    elif isinstance(pre, dict):
+        extra = set(pre) - {"preset", "resize", "crop", "interpolation", "mode"}
+        if extra:
+            raise UserInputError(f"unknown key(s) {sorted(extra)} in [data] preprocess; expected preset, resize, crop, "
+                                 "interpolation, mode")
+        opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in pre.items() if k != "preset"}
+        pre = Preprocess.preset(pre["preset"], **opts) if "preset" in pre else Preprocess(**opts)
+    elif pre is not None:
+        raise UserInputError(f"[data] preprocess must be a preset name or a table {{ resize = 256, crop = 224, ... }}, "
+                             f"got {pre!r}")
+    classes = data.get("classes")
+    if classes is not None:
+        from genbound.data.classes import class_list
+        class_list(classes, base=base)  # checked now; the data loader resolves it again
+        if isinstance(classes, str) and classes not in ("imagenet", "cifar10"):
+            classes = os.path.join(base, classes)
     return RunConfig(
-        train=rel(data["train"], "[data] train"), heldout=rel(data.get("heldout"), "[data] heldout"),
+        train=data_path(data["train"], "[data] train"), heldout=data_path(data.get("heldout"), "[data] heldout"),
         heldout_fraction=heldout_fraction, split_seed=as_int(data.get("split_seed", 0), "[data] split_seed", minimum=0),
         models=tuple(models), config=Config(**cfg), out=None if out is None else text(out, "[run] out"),
+        preprocess=pre, classes=classes, base=base,
     )
 
 

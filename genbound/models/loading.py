@@ -169,11 +169,21 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
+def model_normalization(model: nn.Module, factory: str) -> Normalization:
+    """The mean/std a model declares for its inputs (timm's ``pretrained_cfg``)."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if not isinstance(cfg, Mapping) or "mean" not in cfg or "std" not in cfg:
+        raise UserInputError(f"{factory!r} declares no input mean/std (no pretrained_cfg); give the normalization "
+                             "explicitly (a preset such as 'imagenet', or mean and std)")
+    return Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
+
+
 def load_model(factory: str, weights: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
-               normalization: Normalization | None = None, strict: bool = True, **kwargs: Any) -> nn.Module:
+               normalization: Normalization | str | None = None, strict: bool = True, **kwargs: Any) -> nn.Module:
     """Build ``factory(**kwargs)``, load ``weights`` (if given), wrap with ``normalization`` (if
-    given and not the identity, so the model takes [0, 1] pixels), move to ``device`` and return it
-    in eval mode. The description is recorded in ``model.genbound_model``.
+    given and not the identity, so the model takes [0, 1] pixels; ``"model"`` takes the model's
+    own, see :func:`model_normalization`), move to ``device`` and return it in eval mode. The
+    description is recorded in ``model.genbound_model``.
     """
     fn, factory_file = _resolve_factory(factory)
     try:
@@ -199,6 +209,9 @@ def load_model(factory: str, weights: str | os.PathLike | None = None, *, device
                                  f"{'...' if len(miss) > 5 else ''}, unexpected keys {unexp[:5]}"
                                  f"{'...' if len(unexp) > 5 else ''} (check the factory arguments)")
     check_finite_weights(model, f"model {factory!r}" + (f" with weights {os.fspath(weights)!r}" if weights else ""))
+    if isinstance(normalization, str):
+        normalization = (model_normalization(model, factory) if normalization == "model"
+                         else Normalization.preset(normalization))
     model = with_normalization(model, normalization).to(resolve_device(device)).eval()
     model.genbound_model = {"factory": factory, "factory_file": factory_file, "weights": os.fspath(weights) if weights is not None else None,  # type: ignore[assignment]
                             "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},

@@ -28,8 +28,9 @@ def check_logits(out: object, num_classes: int, what: str = "model") -> None:
         raise UserInputError(f"{what} returned {shape} for a batch; a classifier must return logits of shape "
                              "(batch, classes)")
     if out.shape[1] != num_classes:
-        raise UserInputError(f"{what} has {out.shape[1]} outputs but the data have {num_classes} classes; "
-                             "build the model for the data's classes (or give the data all of the model's classes)")
+        raise UserInputError(f"{what} has {out.shape[1]} outputs but the data have {num_classes} classes; build the "
+                             "model for the data's classes, or declare the model's class list for an image folder "
+                             "([data] classes: imagenet, cifar10, a labels file or a list)")
     if not bool(torch.isfinite(out).all()):
         raise UserInputError(f"{what} returned NaN or inf logits; check its weights and inputs")
 
