@@ -128,18 +128,10 @@ def _resolve_factory(factory: str) -> tuple[Any, str | None]:
         raise UserInputError(f"unknown model factory {factory!r}: use one of {sorted(ARCHITECTURES)}, "
                              "'package.module:function', 'torchvision:NAME' or 'timm:NAME'")
     if mod_name == "torchvision":
-        try:
-            tvm = importlib.import_module("torchvision.models")
-        except Exception as exc:
-            raise UserInputError(f"{factory!r} needs torchvision, which is not usable here ({_first_line(exc)}); "
-                                 "install the optional extra: pip install genbound[vision]") from None
+        tvm = _import_extra("torchvision.models", factory)
         return (lambda **kw: tvm.get_model(fn_name, weights=None, **kw)), getattr(tvm, "__file__", None)
     if mod_name == "timm":
-        try:
-            timm = importlib.import_module("timm")
-        except Exception as exc:
-            raise UserInputError(f"{factory!r} needs timm, which is not usable here ({_first_line(exc)}); "
-                                 "install the optional extra: pip install genbound[vision]") from None
+        timm = _import_extra("timm", factory)
         return (lambda **kw: timm.create_model(fn_name, pretrained=False, **kw)), getattr(timm, "__file__", None)
     if mod_name.partition(".")[0] in _NOT_FACTORIES:  # refused before importing: importing runs code too
         raise UserInputError(f"{factory!r} names Python's standard library, which holds no model factory: give a "
@@ -163,6 +155,23 @@ def _resolve_factory(factory: str) -> tuple[Any, str | None]:
     except TypeError:
         source = None
     return fn, source or getattr(module, "__file__", None)
+
+
+def _import_extra(module: str, factory: str) -> Any:
+    """torchvision or timm, or a one-line error that says whether it is missing or broken, and why."""
+    package = module.partition(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in ("torchvision", "timm"):
+            raise UserInputError(f"{factory!r}: {package} is installed but needs {exc.name!r}, which is missing") from None
+        raise UserInputError(f"{factory!r} needs {exc.name}, which is not installed: pip install genbound[vision] "
+                             "(or pip install torchvision timm)") from None
+    except Exception as exc:  # installed, but fails at import: say why
+        hint = (" PyPI's torchvision wheels for x86_64 need a CUDA build of torch; install torch and torchvision as a "
+                "matching pair (e.g. both from the PyTorch index for CPU)" if "torchvision::" in str(exc) else "")
+        raise UserInputError(f"{factory!r}: {package} is installed but cannot be imported "
+                             f"({type(exc).__name__}: {_first_line(exc)}).{hint}") from None
 
 
 def _first_line(exc: BaseException) -> str:
