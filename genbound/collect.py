@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
+from genbound.models.validate import check_logits
 from genbound.torch_utils import progress, resolve_device
 
 
@@ -70,6 +71,7 @@ def collect(model: nn.Module, source: DataSource, *, batch_size: int = DEFAULT_B
         for x, _ in progress(source.batches(batch_size), enabled=progress_bar, desc=f"collect {source.name}",
                              total=source.num_batches(batch_size), unit="batch"):
             out = model(x.to(dev))
+            check_logits(out, source.num_classes)
             preds.append(out.argmax(1).cpu().numpy().astype(np.int64))
             if return_logits:
                 logit_parts.append(out.float().cpu().numpy())

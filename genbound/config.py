@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from numbers import Integral, Real
 from typing import Any
+
+import numpy as np
 
 from genbound.errors import UserInputError
 
@@ -20,6 +25,38 @@ DEFAULT_KAPPAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 PARTITION_KINDS = ("uniform", "heldout", "projection")
 STABILITY_METHODS = ("pgd", "noise")
 NORMS = ("linf", "l2")
+
+
+_DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,99}")
+
+
+def check_model_name(name: object) -> str:
+    """A model name becomes part of file names in the run folder: letters, digits and ``_ . + = -``,
+    not starting with a dot, at most 100 characters (so it can never point outside the folder)."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise UserInputError(f"model name {name!r} is not allowed: use letters, digits and _ . + = - (not starting "
+                             "with '.', at most 100 characters); names become file names in the run folder")
+    return name
+
+
+def as_real(value: Any, name: str) -> float:
+    """``value`` as a float; a bool, a string or anything else that is not a real number is an error."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise UserInputError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
+    """``value`` as an int: integers, and floats with no fractional part (TOML has ``10.0``); never
+    a silently truncated ``4.7``, a bool or a string."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) or (
+            not isinstance(value, Integral) and not (math.isfinite(value) and float(value).is_integer())):
+        raise UserInputError(f"{name} must be an integer, got {value!r}")
+    out = int(value)
+    if minimum is not None and out < minimum:
+        raise UserInputError(f"{name} must be an integer >= {minimum}, got {out}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -51,30 +88,38 @@ class Config:
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
-        try:
-            kappas = tuple(float(k) for k in self.kappas)
-            Ks = tuple(int(k) for k in ((self.K,) if isinstance(self.K, (int, float)) else self.K))
-        except (TypeError, ValueError):
-            raise UserInputError("kappas must be a list of numbers and K a list of integers") from None
+        kappas = self.kappas
+        if isinstance(kappas, (str, bytes)) or not isinstance(kappas, Sequence | np.ndarray):
+            kappas = [kappas]
+        kappas = tuple(as_real(k, "kappas") for k in kappas)
         if not kappas or any(not math.isfinite(k) or k <= 0 for k in kappas):
             raise UserInputError(f"kappas must be a non-empty list of radii > 0 in [0,1] pixel units, got {list(kappas)}")
-        if not Ks or any(k < 1 for k in Ks):
-            raise UserInputError(f"K must be a non-empty list of integers >= 1 (number of regions), got {list(Ks)}")
-        if not (0 < float(self.delta) < 1):
+        Ks = self.K if isinstance(self.K, Sequence | np.ndarray) and not isinstance(self.K, (str, bytes)) else [self.K]
+        Ks = tuple(as_int(k, "K", minimum=1) for k in Ks)
+        if not Ks:
+            raise UserInputError("K must be a non-empty list of integers >= 1 (number of regions), got []")
+        delta = as_real(self.delta, "delta")
+        if not (0 < delta < 1):
             raise UserInputError(f"delta must be in (0, 1), got {self.delta}")
-        for name, value, allowed in (("partition", self.partition, PARTITION_KINDS),
-                                     ("stability", self.stability, STABILITY_METHODS), ("norm", self.norm, NORMS)):
-            if value not in allowed:
+        for name, allowed in (("partition", PARTITION_KINDS), ("stability", STABILITY_METHODS), ("norm", NORMS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
                 raise UserInputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-        for name in ("pgd_steps", "pgd_restarts", "noise_draws", "batch_size", "projection_dim"):
-            if int(getattr(self, name)) < (0 if name == "pgd_steps" else 1):
-                raise UserInputError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name, minimum in (("pgd_steps", 0), ("pgd_restarts", 1), ("noise_draws", 1), ("batch_size", 1),
+                              ("projection_dim", 1), ("partition_seed", 0), ("stability_seed", 0)):
+            set_(name, as_int(getattr(self, name), name, minimum=minimum))
+        for name in ("label_pure", "progress"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise UserInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            set_(name, bool(getattr(self, name)))
         if not (isinstance(self.pgd_prescreen, bool) or self.pgd_prescreen == "auto"):
             raise UserInputError("pgd_prescreen (stability.prescreen) must be true, false or \"auto\", "
                                  f"got {self.pgd_prescreen!r}")
+        if self.device is not None and not (isinstance(self.device, str) and _DEVICE.fullmatch(self.device)):
+            raise UserInputError(f"unknown device {self.device!r}; use 'cpu', 'cuda' or 'cuda:N'")
         set_("kappas", tuple(sorted(set(kappas))))
         set_("K", tuple(dict.fromkeys(Ks)))
-        set_("delta", float(self.delta))
+        set_("delta", delta)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -91,7 +136,10 @@ class ModelSpec:
     factory: str
     weights: str | None = None
     kwargs: dict = field(default_factory=dict)
-    input_normalization: str = "data"  # "data": apply the data's mean/std; "none": model takes [0,1] pixels
+    #: "data": the data's mean/std in front of the model; "none": the model takes [0, 1] pixels;
+    #: a preset name (:data:`NORMALIZATION_PRESETS`); "model": the model's own (timm's pretrained_cfg);
+    #: or {"mean": [...], "std": [...]}
+    input_normalization: str | dict = "data"
 
 
 @dataclass(frozen=True)
@@ -105,9 +153,17 @@ class RunConfig:
     models: tuple[ModelSpec, ...]
     config: Config
     out: str | None = None
+    #: decode-time steps for image folders (a :class:`genbound.data.preprocess.Preprocess`), or None
+    preprocess: Any = None
+    #: the model's class list for image folders ("imagenet", "cifar10", a labels file, a list), or None
+    classes: Any = None
+    #: the config file's folder: relative paths resolve there, and factory modules beside it import
+    base: str = "."
 
 
 _CONFIG_KEYS = {f.name for f in fields(Config)}
+_DATA_KEYS = {"train", "heldout", "heldout_fraction", "split_seed", "preprocess", "classes"}
+NORMALIZATION_CHOICES = ("data", "none", "model", "imagenet", "inception")
 
 
 def _table(doc: dict, key: str) -> dict:
@@ -127,37 +183,76 @@ def load_config_file(path: str | os.PathLike) -> RunConfig:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return _run_config(doc, path)
+    except UserInputError as exc:
+        raise UserInputError(f"{path}: {exc}") from None
+
+
+def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
     unknown = set(doc) - {"data", "models", "bounds", "stability", "run"}
     if unknown:
-        raise UserInputError(f"{path}: unknown section(s) {sorted(unknown)}; expected data, models, bounds, stability, run")
+        raise UserInputError(f"unknown section(s) {sorted(unknown)}; expected data, models, bounds, stability, run")
     base = os.path.dirname(os.path.abspath(path))
     data = _table(doc, "data")
+    unknown = set(data) - _DATA_KEYS
+    if unknown:
+        raise UserInputError(f"unknown key(s) {sorted(unknown)} in [data]; expected {', '.join(sorted(_DATA_KEYS))}")
     if "train" not in data:
-        raise UserInputError(f"{path}: [data] needs 'train' (a dataset name, an ImageFolder directory or a .npz file)")
+        raise UserInputError(f"[data] needs 'train' (a dataset name, an ImageFolder directory or a .npz file)")
 
-    def rel(p: str | None) -> str | None:
-        if p is None or os.path.isabs(p) or not (os.sep in p or p.endswith((".npz", ".pt", ".pth", ".safetensors"))):
-            return p
-        return os.path.join(base, p)
+    def text(value: Any, where: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise UserInputError(f"{where} must be a non-empty string, got {value!r}")
+        return value
+
+    def rel(p: str | None, where: str) -> str | None:  # a file: relative to the config's folder
+        return None if p is None else os.path.join(base, text(p, where))
+
+    def data_path(p: str | None, where: str) -> str | None:
+        # a file or folder beside the config, else a registered dataset name (checked when loaded)
+        if p is None:
+            return None
+        p = text(p, where)
+        return os.path.join(base, p) if os.path.exists(os.path.join(base, p)) else p
 
     models_doc = doc.get("models")
     if not isinstance(models_doc, list) or not models_doc:
-        raise UserInputError(f"{path}: give at least one [[models]] entry with name and factory")
+        raise UserInputError(f"give at least one [[models]] entry with name and factory")
     models = []
     for i, m in enumerate(models_doc):
+        where = f"[[models]] entry {i + 1}"
         if not isinstance(m, dict) or "factory" not in m:
-            raise UserInputError(f"{path}: [[models]] entry {i + 1} needs a 'factory'")
+            raise UserInputError(f"{where} needs a 'factory'")
         extra = set(m) - {"name", "factory", "weights", "kwargs", "input_normalization"}
         if extra:
-            raise UserInputError(f"{path}: [[models]] entry {i + 1}: unknown key(s) {sorted(extra)}")
+            raise UserInputError(f"{where}: unknown key(s) {sorted(extra)}")
         norm = m.get("input_normalization", "data")
-        if norm not in ("data", "none"):
-            raise UserInputError(f"{path}: input_normalization must be 'data' or 'none', got {norm!r}")
-        models.append(ModelSpec(name=str(m.get("name", f"model{i + 1}")), factory=str(m["factory"]),
-                                weights=rel(m.get("weights")), kwargs=dict(m.get("kwargs", {})), input_normalization=norm))
+        if isinstance(norm, dict):
+            if set(norm) != {"mean", "std"}:
+                raise UserInputError(f"{where}: input_normalization as a table needs exactly mean and std, got "
+                                     f"{sorted(norm)}")
+            for k in ("mean", "std"):
+                vals = norm[k] if isinstance(norm[k], list) else [norm[k]]
+                norm = {**norm, k: [as_real(v, f"input_normalization {k}") for v in vals]}
+        elif norm not in NORMALIZATION_CHOICES:
+            raise UserInputError(f"{where}: input_normalization must be one of {', '.join(NORMALIZATION_CHOICES)} or "
+                                 f"{{ mean = [...], std = [...] }}, got {norm!r}")
+        kwargs = m.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise UserInputError(f"{where}: kwargs must be a table of the factory's keyword arguments, "
+                                 f"e.g. kwargs = {{ num_classes = 10 }}; got {kwargs!r}")
+        name = m.get("name", f"model{i + 1}")
+        try:
+            check_model_name(name)
+        except UserInputError as exc:
+            raise UserInputError(f"{where}: {exc}") from None
+        models.append(ModelSpec(name=name, factory=text(m["factory"], f"{where}: factory"),
+                                weights=rel(m.get("weights"), f"{where}: weights"), kwargs=dict(kwargs),
+                                input_normalization=norm))
     names = [m.name for m in models]
     if len(set(names)) != len(names):
-        raise UserInputError(f"{path}: model names must be unique, got {names}")
+        raise UserInputError(f"model names must be unique, got {names}")
     cfg: dict[str, Any] = {}
     for section in ("bounds", "stability", "run"):
         for k, v in _table(doc, section).items():
@@ -166,12 +261,37 @@ def load_config_file(path: str | os.PathLike) -> RunConfig:
             if key == "out" and section == "run":
                 continue
             if key not in _CONFIG_KEYS:
-                raise UserInputError(f"{path}: unknown key {k!r} in [{section}]")
+                raise UserInputError(f"unknown key {k!r} in [{section}]")
             cfg[key] = v
+    heldout_fraction = as_real(data.get("heldout_fraction", 0.2), "[data] heldout_fraction")
+    if not 0 < heldout_fraction < 1:
+        raise UserInputError(f"[data] heldout_fraction must be strictly between 0 and 1, got {heldout_fraction}")
+    out = _table(doc, "run").get("out")
+    from genbound.data.preprocess import Preprocess
+    pre = data.get("preprocess")
+    if isinstance(pre, str):
+        pre = Preprocess.preset(pre)
+    elif isinstance(pre, dict):
+        extra = set(pre) - {"preset", "resize", "crop", "interpolation", "mode"}
+        if extra:
+            raise UserInputError(f"unknown key(s) {sorted(extra)} in [data] preprocess; expected preset, resize, crop, "
+                                 "interpolation, mode")
+        opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in pre.items() if k != "preset"}
+        pre = Preprocess.preset(pre["preset"], **opts) if "preset" in pre else Preprocess(**opts)
+    elif pre is not None:
+        raise UserInputError(f"[data] preprocess must be a preset name or a table {{ resize = 256, crop = 224, ... }}, "
+                             f"got {pre!r}")
+    classes = data.get("classes")
+    if classes is not None:
+        from genbound.data.classes import class_list
+        class_list(classes, base=base)  # checked now; the data loader resolves it again
+        if isinstance(classes, str) and classes not in ("imagenet", "cifar10"):
+            classes = os.path.join(base, classes)
     return RunConfig(
-        train=rel(str(data["train"])), heldout=rel(data.get("heldout")), heldout_fraction=float(data.get("heldout_fraction", 0.2)),
-        split_seed=int(data.get("split_seed", 0)), models=tuple(models), config=Config(**cfg),
-        out=_table(doc, "run").get("out"),
+        train=data_path(data["train"], "[data] train"), heldout=data_path(data.get("heldout"), "[data] heldout"),
+        heldout_fraction=heldout_fraction, split_seed=as_int(data.get("split_seed", 0), "[data] split_seed", minimum=0),
+        models=tuple(models), config=Config(**cfg), out=None if out is None else text(out, "[run] out"),
+        preprocess=pre, classes=classes, base=base,
     )
 
 

@@ -24,12 +24,14 @@ from genbound import __version__
 from genbound.bounds import BoundReport, SampleStats, compute_bounds, save_stats_npz
 from genbound.bounds.grids import best_over_grid, split_delta
 from genbound.collect import collect
-from genbound.config import Config, to_toml
+from genbound.config import Config, check_model_name, to_toml
 from genbound.data.source import DataSource
 from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
+from genbound.models.validate import check_model
 from genbound.partition import Partition, PartitionSpec, build_partition
 from genbound.stability import stability_flags
+from genbound.torch_utils import check_kappas
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -148,15 +150,30 @@ def _as_inputs(models: Any, train: DataSource, heldout: DataSource | None) -> li
     out = []
     for name, m in items:
         if isinstance(m, ModelInput):
+            check_model_name(m.name)
             out.append(m)
         elif isinstance(m, nn.Module):
-            out.append(ModelInput(str(name), m, train, heldout))
+            out.append(ModelInput(check_model_name(name), m, train, heldout))
         else:
             raise UserInputError(f"model {name!r} is a {type(m).__name__}, not a torch.nn.Module")
     names = [m.name for m in out]
     if len(set(names)) != len(names) or not names:
         raise UserInputError(f"give at least one model, with unique names; got {names}")
     return out
+
+
+def _check_inputs(inputs: list[ModelInput], cfg: Config) -> None:
+    """Everything that can be checked before a run writes or computes anything: non-empty data,
+    kappas inside the input domain, and each model's fit to its data (one forward pass)."""
+    for mi in inputs:
+        if not len(mi.train):
+            raise UserInputError(f"model {mi.name!r}: the training set {mi.train.name!r} is empty")
+        check_kappas(cfg.kappas, norm=cfg.norm, dim=int(np.prod(mi.train.shape)))
+        for src in (mi.train, mi.heldout):
+            if src is not None and len(src):
+                x, _ = src.get(np.arange(min(2, len(src))))
+                dev = next((p.device for p in mi.model.parameters()), torch.device("cpu"))
+                check_model(mi.model, x.to(dev), src.num_classes, what=f"model {mi.name!r}")
 
 
 def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSource, heldout: DataSource | None,
@@ -179,6 +196,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     """
     cfg = config or Config()
     inputs = _as_inputs(models, train, heldout)
+    _check_inputs(inputs, cfg)
     if cache_dir:
         make_output_folder(cache_dir)
     t0 = time.perf_counter()

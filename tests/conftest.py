@@ -2,6 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests import _torchvision_cpu
+
+_torchvision_cpu.install()  # test-only: PyPI's torchvision (and timm) beside the CPU torch build
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():

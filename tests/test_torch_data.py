@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+
+from genbound.data.preprocess import Preprocess
 import torch
 
 from genbound.data import (ImageFolderSource, TensorSource, available_datasets, load_dataset, make_linear_teacher,
@@ -81,7 +83,7 @@ def test_imagefolder_decodes_resizes_and_labels(tmp_path):
         (tmp_path / c).mkdir()
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
-    src = ImageFolderSource(tmp_path, size=8)
+    src = ImageFolderSource(tmp_path, preprocess=Preprocess(resize=(8, 8)))
     assert len(src) == 6 and src.shape == (3, 8, 8) and src.num_classes == 2
     assert src.classes == ["cat", "dog"]
     x, y = next(src.batches(4))
@@ -89,7 +91,7 @@ def test_imagefolder_decodes_resizes_and_labels(tmp_path):
     assert y.tolist() == [0, 0, 0, 1]
     raw = ImageFolderSource(tmp_path)
     assert raw.shape == (3, 10, 12)
-    assert load_dataset(str(tmp_path), size=4).shape == (3, 4, 4)
+    assert load_dataset(str(tmp_path), preprocess=Preprocess(resize=(4, 4))).shape == (3, 4, 4)
 
 
 def test_npz_source(tmp_path):

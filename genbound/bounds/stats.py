@@ -162,6 +162,15 @@ class SampleStats:
         if kappas.size > 1 and np.any(np.diff(kappas) < 0):
             order = np.argsort(kappas, kind="stable")
             kappas, st = kappas[order], st[:, order]
+        if kappas.size > 1 and np.any(np.diff(kappas) == 0):
+            uniq, first = np.unique(kappas, return_index=True)
+            for k in uniq:
+                same = st[:, kappas == k]
+                if np.any(same != same[:, :1]):
+                    raise UserInputError(f"kappa {k:g} is given {same.shape[1]} times with different stability flags "
+                                         f"({int(np.any(same != same[:, :1], axis=1).sum())} samples disagree); "
+                                         "give each kappa once")
+            kappas, st = uniq, st[:, first]
         K, log_K = self._resolve_K(self.K, self.log_K)
         if not isinstance(self.partition, dict):
             raise UserInputError(f"partition must be a dict (the partition record), got {type(self.partition).__name__}")
@@ -176,6 +185,16 @@ class SampleStats:
             raise UserInputError(
                 f"stability_sound=True but stability_method={method!r}; only {sorted(SOUND_METHODS)} are sound"
             )
+        if self.stability_sound and kappas.size > 1:
+            # A proof at a larger radius covers every smaller ball: sound flags never turn from
+            # unstable to stable as kappa grows. Empirical flags (noise, PGD) may, and stay accepted.
+            bad = st[:, 1:] & ~st[:, :-1]
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                raise UserInputError(
+                    f"flags declared sound are not monotone in kappa: {int(bad.any(axis=1).sum())} samples are stable at "
+                    f"a larger kappa but not at a smaller one (first: sample {i}, stable at {kappas[j + 1]:g} but not "
+                    f"at {kappas[j]:g}); a sound verifier cannot give this, so the flags are not sound")
         d = self.max_cell_diameter
         if d is not None:
             d = _real("max_cell_diameter", d)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import time
+from collections.abc import Iterator
+from typing import Any
+
+from genbound.errors import UserInputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,6 +19,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="CONFIG.toml")
     p.add_argument("--out", help="output folder (default: [run] out, else runs/evaluate-<timestamp>); rerun to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+@contextlib.contextmanager
+def _importable(folder: str) -> Iterator[None]:
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)
+
+
+def _normalization(spec: str | dict, source: Any) -> Any:
+    """A model's ``input_normalization`` (docs/config.md) as what ``load_model`` takes."""
+    from genbound.data import Normalization
+    if isinstance(spec, dict):
+        norm = Normalization(tuple(spec["mean"]), tuple(spec["std"]))
+    elif spec in ("data", "none", "model"):
+        return {"data": source.normalization, "none": None}.get(spec, spec)
+    else:
+        norm = Normalization.preset(spec)
+    channels = max(len(norm.mean), len(norm.std))
+    if channels > 1 and len(source.shape) == 3 and channels != source.shape[0]:
+        raise UserInputError(f"input_normalization {spec!r} has {channels} channels but the data have "
+                             f"{source.shape[0]}")
+    return norm
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,17 +57,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = rc.config if not args.no_progress else Config(**{**rc.config.to_dict(), "progress": False})
     out = make_output_folder(args.out or rc.out or os.path.join("runs", time.strftime("evaluate-%Y%m%d-%H%M%S")),
                              "--out" if args.out else None)
-    source = load_dataset(rc.train)
+    source = load_dataset(rc.train, preprocess=rc.preprocess, classes=rc.classes)
     split_record = None
     if rc.heldout is None:
         train, heldout, split = split_source(source, rc.heldout_fraction, seed=rc.split_seed)
         split_record = split.record()
     else:
-        train, heldout = source, load_dataset(rc.heldout)
+        train, heldout = source, load_dataset(rc.heldout, preprocess=rc.preprocess, classes=rc.classes)
     models = {}
-    for m in rc.models:
-        norm = source.normalization if m.input_normalization == "data" else None
-        models[m.name] = load_model(m.factory, m.weights, device=cfg.device, normalization=norm, **m.kwargs)
+    with _importable(rc.base):  # a factory module beside the config imports like one on PYTHONPATH
+        for m in rc.models:
+            models[m.name] = load_model(m.factory, m.weights, device=cfg.device,
+                                        normalization=_normalization(m.input_normalization, source), **m.kwargs)
     t0 = time.time()
     ev = evaluate(models, train, heldout, cfg, cache_dir=os.path.join(out, "cache"))
     ev.records["data"] = {"train": train.describe(), "heldout": heldout.describe(), "split": split_record,

@@ -18,6 +18,7 @@ import ast
 import json
 import os
 
+from genbound.commands._args import integer, real, split_fraction
 from genbound.errors import UserInputError
 from genbound.fileio import check_output_file, write_text
 
@@ -26,12 +27,16 @@ HELP = "train a reference model (mlp, small_cnn, small_resnet) on a named datase
 
 
 def _kv(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
+    """``KEY=VALUE`` with VALUE a Python literal (``32``, ``[128, 64]``, ``True``) or a bare word."""
+    k, sep, v = text.partition("=")
+    if not sep or not k.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python name, got {text!r}")
     try:
         return k, ast.literal_eval(v)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        if not v or v.lstrip()[:1] in "[({'\"0123456789+-.":  # meant as a literal, but malformed
+            raise argparse.ArgumentTypeError(f"{text!r}: {v!r} is not a valid Python literal "
+                                             "(e.g. width=32, hidden=[128,64], batchnorm=True)") from None
         return k, v
 
 
@@ -41,16 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-arg", action="append", type=_kv, default=[], metavar="KEY=VALUE",
                         help="extra factory argument, e.g. width=32 or batchnorm=True (repeatable)")
     parser.add_argument("--out", required=True, help="weights file to write (.safetensors or .pt)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=integer(low=1), default=5)
+    parser.add_argument("--lr", type=real(low=0, low_open=True), default=1e-3)
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0, help="seed of weight init and data order")
-    parser.add_argument("--random-labels", type=float, default=0.0, metavar="FRACTION",
+    parser.add_argument("--weight-decay", type=real(low=0), default=0.0)
+    parser.add_argument("--batch-size", type=integer(low=1), default=128)
+    parser.add_argument("--seed", type=integer(), default=0, help="seed of weight init and data order")
+    parser.add_argument("--random-labels", type=real(low=0, high=1), default=0.0, metavar="FRACTION",
                         help="train on labels randomized on this fraction of the training set (memorization)")
-    parser.add_argument("--heldout-fraction", type=float, default=0.2)
-    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--heldout-fraction", type=split_fraction, default=0.2)
+    parser.add_argument("--split-seed", type=integer(), default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     from genbound.collect import collect
     from genbound.data import load_dataset, randomize_labels, split_source
-    from genbound.models import ARCHITECTURES, save_weights, train_classifier, with_normalization
+    from genbound.models import load_model, save_weights, train_classifier, with_normalization
     source = load_dataset(args.data)
     train, held, split = split_source(source, args.heldout_fraction, seed=args.split_seed)
     kwargs = dict(args.model_arg)
@@ -75,10 +80,7 @@ def run(args: argparse.Namespace) -> int:
         kwargs.setdefault("in_channels", source.shape[0])
     kwargs.setdefault("num_classes", source.num_classes)
     kwargs.setdefault("seed", args.seed)
-    try:
-        net = ARCHITECTURES[args.model](**kwargs)
-    except TypeError as exc:
-        raise UserInputError(f"bad --model-arg for {args.model}: {exc}") from exc
+    net = load_model(args.model, device="cpu", **kwargs)  # its errors name the factory and the arguments
     model = train_classifier(with_normalization(net, source.normalization), train, epochs=args.epochs, lr=args.lr,
                              optimizer=args.optimizer, weight_decay=args.weight_decay, batch_size=args.batch_size,
                              seed=args.seed, random_label_fraction=args.random_labels, device=args.device,

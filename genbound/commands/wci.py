@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from genbound.commands._args import integer, probability, real, split_fraction
+
 NAME = "wci"
 HELP = "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen adversarial examples"
 
@@ -25,24 +27,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset: digits, mnist5k, an ImageFolder directory or a .npz")
     parser.add_argument("--split", choices=("train", "all"), default="train",
                         help="train: the train part of the seeded split (default); all: every sample")
-    parser.add_argument("--heldout-fraction", type=float, default=0.2, help="held-out fraction of that split (default 0.2)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of that split (default 0)")
+    parser.add_argument("--heldout-fraction", type=split_fraction, default=0.2, help="held-out fraction of that split (default 0.2)")
+    parser.add_argument("--split-seed", type=integer(), default=0, help="seed of that split (default 0)")
     parser.add_argument("--no-normalize", action="store_true",
                         help="the model takes [0,1] pixels itself: do not put the dataset's mean/std in front")
-    parser.add_argument("--eps", type=float, default=8 / 255, help="PGD radius (default 8/255; MNIST-style data: 0.1-0.3)")
+    parser.add_argument("--eps", type=real(low=0), default=8 / 255, help="PGD radius (default 8/255; MNIST-style data: 0.1-0.3)")
     parser.add_argument("--norm", choices=("linf", "l2"), default="linf", help="PGD norm (default linf)")
-    parser.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
-    parser.add_argument("--step-size", type=float, default=None, help="PGD step (default eps/4)")
-    parser.add_argument("--subset", type=int, default=2048, help="size of the fixed random training subset (default 2048)")
-    parser.add_argument("--batch-size", type=int, default=256, help="batch size of attack and curvature passes (default 256)")
+    parser.add_argument("--steps", type=integer(), default=10, help="PGD steps (default 10)")
+    parser.add_argument("--step-size", type=real(low=0, low_open=True), default=None, help="PGD step (default eps/4)")
+    parser.add_argument("--subset", type=integer(low=1), default=2048, help="size of the fixed random training subset (default 2048)")
+    parser.add_argument("--batch-size", type=integer(low=1), default=256, help="batch size of attack and curvature passes (default 256)")
     parser.add_argument("--estimator", choices=("hutchinson", "fisher", "exact"), default="hutchinson")
-    parser.add_argument("--probes", type=int, default=32, help="Hutchinson probes (default 32)")
+    parser.add_argument("--probes", type=integer(low=1), default=32, help="Hutchinson probes (default 32)")
     parser.add_argument("--probe-mode", choices=("layer", "joint"), default="layer", help="Hutchinson probing (default layer)")
     parser.add_argument("--bn-mode", choices=("eval", "train"), default="eval", help="BatchNorm statistics (default eval)")
     parser.add_argument("--include-biases", action="store_true", help="also report bias terms (not part of WCI)")
     parser.add_argument("--include-norm", action="store_true", help="also report norm-layer affine terms (not part of WCI)")
-    parser.add_argument("--delta", type=float, default=0.05, help="confidence parameter of the readout (default 0.05)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of subset, PGD start and probes (default 0)")
+    parser.add_argument("--delta", type=probability, default=0.05, help="confidence parameter of the readout (default 0.05)")
+    parser.add_argument("--seed", type=integer(), default=0, help="seed of subset, PGD start and probes (default 0)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--json", dest="json_out", metavar="OUT", help="write the result as JSON to OUT")
@@ -59,23 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from genbound.errors import UserInputError
     from genbound.fileio import check_output_file
     from genbound.models import load_model
+    from genbound.models.validate import check_model
+    from genbound.torch_utils import resolve_device
 
-    for flag, value in (("--subset", args.subset), ("--batch-size", args.batch_size), ("--probes", args.probes)):
-        if value < 1:
-            raise UserInputError(f"{flag} must be a positive integer, got {value}")
-    if args.eps < 0:
-        raise UserInputError(f"--eps must be non-negative, got {args.eps}")
-    if not 0 < args.delta < 1:
-        raise UserInputError(f"--delta must be in (0, 1), got {args.delta}")
+    dev = resolve_device(args.device)
     if args.json_out is not None:
         check_output_file(args.json_out, "--json")  # before the attack and the traces, not after
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserInputError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:0 ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("--device cuda was asked but CUDA is not available; use --device cpu")
 
     try:
         kwargs = json.loads(args.model_kwargs)
@@ -88,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.weights, normalization=None if args.no_normalize else source.normalization,
                        **kwargs)
     model = model.to(device=dev, dtype=getattr(torch, args.dtype)).eval()
+    check_model(model, x[:2].to(device=dev, dtype=getattr(torch, args.dtype)), source.num_classes,
+                what=f"model {args.model!r}")
     result = wci(
         model,
         (x, y),

@@ -1,19 +1,23 @@
 """A user's images in an ImageFolder-style directory: ``root/<class name>/<image file>``.
 
-Classes are the sub-directories in sorted order (label = position). Images are decoded with PIL
-on demand (only the requested batch is in memory), converted to ``mode`` ("RGB" or "L"),
-optionally resized, and scaled to [0, 1] by /255. Without ``size`` every image must already have
-the same size.
+Labels are positions in a class list: the model's own (``classes``: see
+:func:`genbound.data.classes.class_list`), in which every folder name must appear, or by default
+the sorted folder names. Images are decoded with PIL on demand (only the requested batch is in
+memory), prepared by a :class:`~genbound.data.preprocess.Preprocess` (colour mode, resize, centre
+crop) and scaled to [0, 1] by /255. Without resize and crop every image must already have the
+same size.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from genbound.data.preprocess import Preprocess
 from genbound.data.source import DataSource, Normalization
 from genbound.errors import UserInputError
 
@@ -23,13 +27,13 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 class ImageFolderSource(DataSource):
     """Images under ``root/<class>/``; see the module docstring.
 
-    Parameters: ``size`` (int for a square or ``(height, width)``; resized with bilinear
-    interpolation, recorded), ``mode`` ("RGB", "L", or None to take the first image's: "L" for
-    greyscale, else "RGB"), ``normalization`` (what the model expects), ``extensions``.
+    Parameters: ``preprocess`` (:class:`Preprocess`: mode, resize, centre crop; recorded),
+    ``classes`` (the model's class names in index order, or None for the sorted folder names),
+    ``normalization`` (what the model expects), ``extensions``.
     """
 
-    def __init__(self, root: str | os.PathLike, *, size: int | Sequence[int] | None = None,
-                 mode: str | None = None, normalization: Normalization | None = None,
+    def __init__(self, root: str | os.PathLike, *, preprocess: Preprocess | None = None,
+                 classes: Sequence[str] | None = None, normalization: Normalization | None = None,
                  extensions: Sequence[str] = IMAGE_EXTENSIONS, name: str | None = None) -> None:
         super().__init__()
         try:
@@ -39,40 +43,44 @@ class ImageFolderSource(DataSource):
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise UserInputError(f"image folder {root!r} does not exist or is not a directory")
-        classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-        if not classes:
+        folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+        if not folders:
             raise UserInputError(f"{root!r} has no class sub-directories; expected root/<class name>/<image files>")
+        if classes is None:
+            classes = folders
+        else:
+            classes = list(classes)
+            unknown = [f for f in folders if f not in classes]
+            if unknown:
+                raise UserInputError(f"{root!r}: folder(s) {unknown[:5]} are not among the {len(classes)} classes given "
+                                     f"(first: {classes[:3]}); name each folder after one of the model's classes")
+        index = {c: i for i, c in enumerate(classes)}
         exts = tuple(e.lower() for e in extensions)
         files: list[str] = []
         labels: list[int] = []
-        for c, cname in enumerate(classes):
+        for cname in folders:
             for dirpath, _, names in sorted(os.walk(os.path.join(root, cname))):
                 for fn in sorted(names):
                     if fn.lower().endswith(exts):
                         files.append(os.path.join(dirpath, fn))
-                        labels.append(c)
+                        labels.append(index[cname])
         if not files:
             raise UserInputError(f"no images with extensions {exts} found under {root!r}")
-        self.root, self.classes, self.files = root, classes, files
+        self.root, self.classes, self.files = root, list(classes), files
         self._labels = np.asarray(labels, dtype=np.int64)
-        if size is not None:
-            hw = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)  # type: ignore[arg-type]
-            if len(hw) != 2 or min(hw) < 1:
-                raise UserInputError(f"size must be an int or (height, width); got {size!r}")
-            self.size: tuple[int, int] | None = hw
-        else:
-            self.size = None
+        pre = preprocess or Preprocess()
         first = self._open(files[0], mode=None)
-        self.mode = mode or ("L" if first.mode in ("L", "1", "I", "I;16", "F") else "RGB")
-        if self.mode not in ("RGB", "L"):
-            raise UserInputError(f"mode must be 'RGB' or 'L'; got {mode!r}")
-        w, h = self.size[::-1] if self.size else first.size
-        self.shape = (3 if self.mode == "RGB" else 1, int(h), int(w))
+        if pre.mode is None:
+            pre = replace(pre, mode="L" if first.mode in ("L", "1", "I", "I;16", "F") else "RGB")
+        self.preprocess = pre
+        h, w = pre.output_size(*first.size)
+        self.shape = (3 if pre.mode == "RGB" else 1, int(h), int(w))
         self.num_classes = len(classes)
         self.name = name or os.path.basename(os.path.normpath(root))
         self.normalization = normalization or Normalization()
-        self.provenance = {"root": os.path.abspath(root), "classes": classes, "size": list(self.size) if self.size else None,
-                           "mode": self.mode, "resize": "bilinear" if self.size else None}
+        self.provenance = {"root": os.path.abspath(root), "classes": (self.classes if len(self.classes) <= 100 else
+                                                                       f"{len(self.classes)} classes"),
+                           "folders": folders, "preprocess": pre.record()}
 
     @staticmethod
     def _open(path: str, mode: str | None):
@@ -85,18 +93,20 @@ class ImageFolderSource(DataSource):
         return img.convert(mode) if mode else img
 
     def _decode(self, path: str) -> np.ndarray:
-        from PIL import Image
-        img = self._open(path, self.mode)
-        if self.size is not None:
-            img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
+        img = self.preprocess(self._open(path, self.preprocess.mode))
         arr = np.asarray(img, dtype=np.uint8)
         if arr.ndim == 2:
             arr = arr[None]
         else:
             arr = arr.transpose(2, 0, 1)
         if arr.shape != self.shape:
-            raise UserInputError(f"image {path!r} has shape {arr.shape}, expected {self.shape}; pass size=... to resize all images")
+            raise UserInputError(f"image {path!r} has shape {arr.shape}, expected {self.shape}; resize (and crop) all "
+                                 "images to one size")
         return arr
+
+    def sample_ids(self) -> list[str]:
+        """Each sample's file, relative to the folder."""
+        return [os.path.relpath(f, self.root) for f in self.files]
 
     def __len__(self) -> int:
         return len(self.files)

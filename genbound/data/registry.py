@@ -10,8 +10,8 @@ mnist5k``). ``NAME`` is one of
                           label_noise, seed); see :func:`make_linear_teacher`
 ``synthetic-prototypes``  class prototypes + bounded uniform noise (kwargs: n, shape,
                           num_classes, spread, seed); see :func:`make_prototypes`
-a directory               ImageFolder layout ``DIR/<class>/<image>`` (kwargs: size, mode,
-                          normalization)
+a directory               ImageFolder layout ``DIR/<class>/<image>`` (kwargs: ``preprocess``,
+                          ``classes``, ``normalization``); a folder wins over a registered name
 a ``.npz`` file           arrays ``x`` (N, C, H, W) or (N, H, W) in [0, 1] or uint8, and ``y``
 ========================  =================================================================
 
@@ -94,16 +94,25 @@ def load_dataset(name: str, *, split: str = "all", heldout_fraction: float = 0.2
     """A dataset source by registered name, directory (ImageFolder) or ``.npz`` path; see module doc."""
     if split not in ("all", "train", "heldout"):
         raise UserInputError(f"split must be 'all', 'train' or 'heldout'; got {split!r}")
-    if name in _REGISTRY:
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    folder_only = sorted(k for k in ("preprocess", "classes") if k in kwargs)
+    if folder_only and not os.path.isdir(name):
+        raise UserInputError(f"{' and '.join(folder_only)} apply to image folders only; {name!r} is not a folder")
+    if name in _REGISTRY and not os.path.isdir(name):
         source = _REGISTRY[name][0](**kwargs)
     elif os.path.isdir(name):
+        from genbound.data.classes import class_list
         from genbound.data.imagefolder import ImageFolderSource
+        if isinstance(kwargs.get("classes"), str):
+            kwargs["classes"] = class_list(kwargs["classes"])[0]
         source = ImageFolderSource(name, **kwargs)
     elif name.endswith(".npz") and os.path.isfile(name):
         source = load_npz(name, **kwargs)
     else:
         raise UserInputError(f"unknown dataset {name!r}: use one of {', '.join(sorted(_REGISTRY))}, "
                              "an ImageFolder directory, or a .npz file with arrays x and y")
+    if not len(source):
+        raise UserInputError(f"dataset {name!r} is empty")
     if split == "all":
         return source
     from genbound.data.splits import split_source

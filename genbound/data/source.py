@@ -53,6 +53,22 @@ class Normalization:
     def as_dict(self) -> dict[str, list[float]]:
         return {"mean": list(self.mean), "std": list(self.std)}
 
+    @classmethod
+    def preset(cls, name: str) -> "Normalization":
+        """``"imagenet"`` (torchvision's ImageNet mean/std) or ``"inception"`` (mean = std = 0.5)."""
+        if name not in NORMALIZATIONS:
+            raise UserInputError(f"unknown normalization {name!r}; use one of {', '.join(NORMALIZATIONS)} or give "
+                                 "mean and std")
+        mean, std = NORMALIZATIONS[name]
+        return cls(mean, std)
+
+
+#: named per-channel (mean, std) conventions of pretrained models
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
 
 class DataSource(abc.ABC):
     """A labelled dataset of images in [0, 1].
@@ -156,6 +172,9 @@ class TensorSource(DataSource):
     def __init__(self, x: Any, y: Any, *, name: str = "arrays", num_classes: int | None = None,
                  normalization: Normalization | None = None, copy: bool = False) -> None:
         super().__init__()
+        for what, arr in (("images", x), ("labels", y)):
+            if not isinstance(arr, torch.Tensor) and np.asarray(arr).dtype.kind not in "biuf":
+                raise UserInputError(f"{name}: {what} must be numeric arrays; got dtype {np.asarray(arr).dtype}")
         xt = torch.as_tensor(x)
         if xt.dtype == torch.uint8:
             xt = xt.to(torch.float32) / 255.0
@@ -176,7 +195,9 @@ class TensorSource(DataSource):
         if yt.is_floating_point():
             if not torch.equal(yt, yt.round()):
                 raise UserInputError(f"{name}: labels must be integers")
-        yt = yt.to(torch.int64).reshape(-1)
+        if yt.ndim != 1:
+            raise UserInputError(f"{name}: labels must be a 1-D array of class indices; got shape {tuple(yt.shape)}")
+        yt = yt.to(torch.int64)
         if yt.shape[0] != xt.shape[0]:
             raise UserInputError(f"{name}: {xt.shape[0]} images but {yt.shape[0]} labels")
         if yt.numel() and yt.min() < 0:
@@ -222,7 +243,8 @@ class SubsetSource(DataSource):
         self.name = name or f"{parent.name}[subset]"
         self.shape, self.num_classes = parent.shape, parent.num_classes
         self.normalization, self.input_range = parent.normalization, parent.input_range
-        self.provenance = {"parent": parent.name, "n_parent": len(parent), "indices_hash": array_hash(self.indices)}
+        self.provenance = {"parent": parent.name, "n_parent": len(parent), "indices_hash": array_hash(self.indices),
+                           **({"parent_provenance": parent.provenance} if parent.provenance else {})}
 
     def __len__(self) -> int:
         return int(self.indices.size)

@@ -19,8 +19,10 @@ state dict (``torch.save(model.state_dict(), path)``) or as safetensors.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import pickle
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +34,7 @@ from genbound.errors import UserInputError
 from genbound.fileio import write_bytes
 from genbound.models.architectures import ARCHITECTURES
 from genbound.models.normalize import with_normalization
+from genbound.models.validate import check_finite_weights
 from genbound.torch_utils import resolve_device, save_torch
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -75,8 +78,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path}: refusing a checkpoint that needs arbitrary code to load (weights_only=True failed: "
             f"{_weights_only_reason(exc)}); re-save it as a state dict with "
             "torch.save(model.state_dict(), path) or as .safetensors") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserInputError(f"{path}: cannot read as a torch checkpoint ({str(exc).splitlines()[0][:200]})") from exc
+    except Exception as exc:  # torch.load fails in many ways on a file it did not write (IndexError on 0 bytes)
+        raise UserInputError(f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}: "
+                             f"{_first_line(exc) or 'empty or truncated file'})") from None
     return _unwrap(obj, path)
 
 
@@ -98,48 +102,108 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
         save_torch(sd, path)
 
 
-def _resolve_factory(factory: str):
+def _refuse_non_factory(factory: str, fn: Any) -> None:
+    """A guard against mistakes, not a security boundary (a config is code: see docs/config.md):
+    builtins, standard-library callables and classes that are not modules cannot build a model."""
+    home = getattr(fn, "__module__", None) or ""
+    if inspect.isbuiltin(fn) or home.partition(".")[0] in _NOT_FACTORIES or (
+            inspect.isclass(fn) and not issubclass(fn, nn.Module)) or not callable(fn):
+        raise UserInputError(f"{factory!r} ({home or type(fn).__name__}) is not a model factory: give a function or "
+                             "nn.Module class of your own code that returns the model, e.g. 'mypackage.models:build'")
+
+
+# Top-level packages whose callables are never model factories: Python's own (os, subprocess,
+# builtins, ...). From torch only nn.Module classes are accepted (``torch:load`` unpickles a file).
+_NOT_FACTORIES = frozenset(sys.stdlib_module_names) | {"builtins"}
+
+
+def _resolve_factory(factory: str) -> tuple[Any, str | None]:
+    """The callable named by ``factory`` and the file it was imported from (None for built-in names)."""
+    if not isinstance(factory, str):
+        raise UserInputError(f"a model factory must be a string, got {factory!r}")
     if factory in ARCHITECTURES:
-        return ARCHITECTURES[factory]
-    if ":" not in factory:
+        return ARCHITECTURES[factory], inspect.getsourcefile(ARCHITECTURES[factory])
+    mod_name, sep, fn_name = factory.partition(":")
+    if not sep or not all(p.isidentifier() for p in mod_name.split(".")) or not all(
+            p.isidentifier() for p in fn_name.split(".")):
         raise UserInputError(f"unknown model factory {factory!r}: use one of {sorted(ARCHITECTURES)}, "
                              "'package.module:function', 'torchvision:NAME' or 'timm:NAME'")
-    mod_name, _, fn_name = factory.partition(":")
     if mod_name == "torchvision":
-        try:
-            tvm = importlib.import_module("torchvision.models")
-        except Exception as exc:
-            raise UserInputError(f"{factory!r} needs torchvision, which is not usable here ({exc}); "
-                                 "install the optional extra: pip install genbound[vision]") from exc
-        return lambda **kw: tvm.get_model(fn_name, weights=None, **kw)
+        tvm = _import_extra("torchvision.models", factory)
+        return (lambda **kw: tvm.get_model(fn_name, weights=None, **kw)), getattr(tvm, "__file__", None)
     if mod_name == "timm":
-        try:
-            timm = importlib.import_module("timm")
-        except Exception as exc:
-            raise UserInputError(f"{factory!r} needs timm, which is not usable here ({exc}); "
-                                 "install the optional extra: pip install genbound[vision]") from exc
-        return lambda **kw: timm.create_model(fn_name, pretrained=False, **kw)
+        timm = _import_extra("timm", factory)
+        return (lambda **kw: timm.create_model(fn_name, pretrained=False, **kw)), getattr(timm, "__file__", None)
+    if mod_name.partition(".")[0] in _NOT_FACTORIES:  # refused before importing: importing runs code too
+        raise UserInputError(f"{factory!r} names Python's standard library, which holds no model factory: give a "
+                             "function of your own code that returns the model, e.g. 'mypackage.models:build'")
     try:
         module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise UserInputError(f"cannot import module {mod_name!r} of factory {factory!r}: {exc}") from exc
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise UserInputError(f"module {mod_name!r} has no callable {fn_name!r}")
-    return fn
+    except Exception as exc:  # ImportError, and a SyntaxError or any error raised by the module's own code
+        raise UserInputError(f"cannot import module {mod_name!r} of factory {factory!r} "
+                             f"({type(exc).__name__}: {_first_line(exc)})"
+                             + ("; is its folder on PYTHONPATH?" if isinstance(exc, ModuleNotFoundError) else "")) from None
+    fn: Any = module
+    for part in fn_name.split("."):
+        fn = getattr(fn, part, None)
+    if fn is None:
+        raise UserInputError(f"module {mod_name!r} ({getattr(module, '__file__', '?')}) has no {fn_name!r}")
+    if mod_name.partition(".")[0] == "torch" and not (inspect.isclass(fn) and issubclass(fn, nn.Module)):
+        raise UserInputError(f"{factory!r} is not a model factory: from torch only nn.Module classes can build a model")
+    _refuse_non_factory(factory, fn)
+    try:
+        source = inspect.getsourcefile(fn)
+    except TypeError:
+        source = None
+    return fn, source or getattr(module, "__file__", None)
+
+
+def _import_extra(module: str, factory: str) -> Any:
+    """torchvision or timm, or a one-line error that says whether it is missing or broken, and why."""
+    package = module.partition(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in ("torchvision", "timm"):
+            raise UserInputError(f"{factory!r}: {package} is installed but needs {exc.name!r}, which is missing") from None
+        raise UserInputError(f"{factory!r} needs {exc.name}, which is not installed: pip install genbound[vision] "
+                             "(or pip install torchvision timm)") from None
+    except Exception as exc:  # installed, but fails at import: say why
+        hint = (" PyPI's torchvision wheels for x86_64 need a CUDA build of torch; install torch and torchvision as a "
+                "matching pair (e.g. both from the PyTorch index for CPU)" if "torchvision::" in str(exc) else "")
+        raise UserInputError(f"{factory!r}: {package} is installed but cannot be imported "
+                             f"({type(exc).__name__}: {_first_line(exc)}).{hint}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
+def model_normalization(model: nn.Module, factory: str) -> Normalization:
+    """The mean/std a model declares for its inputs (timm's ``pretrained_cfg``)."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if not isinstance(cfg, Mapping) or "mean" not in cfg or "std" not in cfg:
+        raise UserInputError(f"{factory!r} declares no input mean/std (no pretrained_cfg); give the normalization "
+                             "explicitly (a preset such as 'imagenet', or mean and std)")
+    return Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
 
 
 def load_model(factory: str, weights: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
-               normalization: Normalization | None = None, strict: bool = True, **kwargs: Any) -> nn.Module:
+               normalization: Normalization | str | None = None, strict: bool = True, **kwargs: Any) -> nn.Module:
     """Build ``factory(**kwargs)``, load ``weights`` (if given), wrap with ``normalization`` (if
-    given and not the identity, so the model takes [0, 1] pixels), move to ``device`` and return it
-    in eval mode. The description is recorded in ``model.genbound_model``.
+    given and not the identity, so the model takes [0, 1] pixels; ``"model"`` takes the model's
+    own, see :func:`model_normalization`), move to ``device`` and return it in eval mode. The
+    description is recorded in ``model.genbound_model``.
     """
-    fn = _resolve_factory(factory)
+    fn, factory_file = _resolve_factory(factory)
     try:
         model = fn(**kwargs)
     except TypeError as exc:
-        raise UserInputError(f"factory {factory!r} rejected its arguments {sorted(kwargs)}: {exc}") from exc
+        raise UserInputError(f"factory {factory!r} rejected its arguments {sorted(kwargs)}: {_first_line(exc)}") from None
+    except (torch.OutOfMemoryError, UserInputError):  # a reference architecture's own one-line error
+        raise
+    except Exception as exc:  # the user's factory failed: its message says why
+        raise UserInputError(f"factory {factory!r} raised {type(exc).__name__}: {_first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise UserInputError(f"factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
@@ -154,8 +218,12 @@ def load_model(factory: str, weights: str | os.PathLike | None = None, *, device
             raise UserInputError(f"{os.fspath(weights)} does not fit {factory!r}: missing keys {miss[:5]}"
                                  f"{'...' if len(miss) > 5 else ''}, unexpected keys {unexp[:5]}"
                                  f"{'...' if len(unexp) > 5 else ''} (check the factory arguments)")
+    check_finite_weights(model, f"model {factory!r}" + (f" with weights {os.fspath(weights)!r}" if weights else ""))
+    if isinstance(normalization, str):
+        normalization = (model_normalization(model, factory) if normalization == "model"
+                         else Normalization.preset(normalization))
     model = with_normalization(model, normalization).to(resolve_device(device)).eval()
-    model.genbound_model = {"factory": factory, "weights": os.fspath(weights) if weights is not None else None,  # type: ignore[assignment]
+    model.genbound_model = {"factory": factory, "factory_file": factory_file, "weights": os.fspath(weights) if weights is not None else None,  # type: ignore[assignment]
                             "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
                             "normalization": normalization.as_dict() if normalization else None}
     return model
