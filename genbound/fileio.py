@@ -74,12 +74,15 @@ def _label(path: str, flag: str | None) -> str:
     return f"{flag} {path}" if flag else str(path)
 
 
-def check_output_file(path: str | os.PathLike, flag: str | None = None, *, create_folder: bool = False) -> str:
+def check_output_file(path: str | os.PathLike, flag: str | None = None, *, missing_folder: str = "error") -> str:
     """Check that ``path`` can name an output file (not a folder, in an existing folder); return it.
 
-    With ``create_folder`` a missing folder is created. Raises :class:`UserInputError` for a wrong
-    path and :class:`OutputError` when the system refuses to create the folder.
+    ``missing_folder``: "error" (the default), "allow" (checked, nothing created: the writer creates
+    it) or "create". Raises :class:`UserInputError` for a wrong path and :class:`OutputError` when
+    the system refuses to create the folder.
     """
+    if missing_folder not in ("error", "allow", "create"):
+        raise ValueError(f"missing_folder must be 'error', 'allow' or 'create', got {missing_folder!r}")
     path = os.fspath(path)
     what = _label(path, flag)
     if not path or path.endswith(os.sep):
@@ -91,8 +94,10 @@ def check_output_file(path: str | os.PathLike, flag: str | None = None, *, creat
         blocker = _first_non_folder(folder)
         if blocker is not None:
             raise UserInputError(f"cannot write {what}: {blocker} is a file, not a folder")
-        if not create_folder:
+        if missing_folder == "error":
             raise UserInputError(f"cannot write {what}: folder {folder} does not exist")
+        if missing_folder == "allow":
+            return path
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
@@ -100,12 +105,12 @@ def check_output_file(path: str | os.PathLike, flag: str | None = None, *, creat
     return path
 
 
-def make_output_folder(path: str | os.PathLike, flag: str | None = None, *, parents: bool = True) -> str:
-    """Create the output folder ``path`` (and, with ``parents``, its missing parents); return it.
+def check_output_folder(path: str | os.PathLike, flag: str | None = None, *, parents: bool = True) -> str:
+    """Check, creating nothing, that ``path`` can be an output folder; return it.
 
-    Raises :class:`UserInputError` when ``path`` or one of its parents is a file (or, without
-    ``parents``, when its parent folder does not exist), and :class:`OutputError` when the system
-    refuses to create it.
+    For commands, before their long work (nothing is written until a run has something to write).
+    Raises :class:`UserInputError` when ``path`` or one of its parents is a file, or, without
+    ``parents``, when its parent folder does not exist.
     """
     path = os.fspath(path)
     what = _label(path, flag)
@@ -119,6 +124,16 @@ def make_output_folder(path: str | os.PathLike, flag: str | None = None, *, pare
     parent = os.path.dirname(os.path.abspath(path))
     if not parents and not os.path.isdir(parent):
         raise UserInputError(f"cannot create {what}: folder {parent} does not exist")
+    return path
+
+
+def make_output_folder(path: str | os.PathLike, flag: str | None = None, *, parents: bool = True) -> str:
+    """Create the output folder ``path`` (and, with ``parents``, its missing parents); return it.
+
+    Raises :class:`UserInputError` as :func:`check_output_folder` does, and :class:`OutputError`
+    when the system refuses to create the folder.
+    """
+    path = check_output_folder(path, flag, parents=parents)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
@@ -277,8 +292,8 @@ def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> tu
         shape, _fortran, dtype = read_header(fh, max_header_size=MAX_NPY_HEADER)
         header_end = fh.tell()
     if dtype.hasobject:
-        raise UserInputError(f"{where} holds Python objects (a pickled array), which genbound never loads; "
-                             "save plain numeric, boolean or string arrays")
+        raise UserInputError(f"{where} holds Python objects (a pickled array), which genbound never loads "
+                             "(allow_pickle=False: unpickling runs code); save plain numeric, boolean or string arrays")
     if any(int(d) < 0 for d in shape):
         raise UserInputError(f"{where} declares a negative dimension {tuple(shape)}; the file is corrupt")
     count = 1

@@ -17,9 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genbound.fileio import make_output_folder
+    from genbound.fileio import check_output_folder
 
-    out = make_output_folder(args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S")), "--out")
+    out = check_output_folder(args.out or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S")), "--out")
     from genbound.demo import run_demo  # torch: after the cheap checks
     t0 = time.time()
     ev = run_demo(args.quick, out, progress=not args.no_progress)

@@ -49,13 +49,13 @@ def _normalization(spec: str | dict, source: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from genbound.config import Config, load_config_file
     from genbound.data import load_dataset, split_source
-    from genbound.fileio import make_output_folder
+    from genbound.fileio import check_output_folder
     from genbound.models import load_model
     from genbound.pipeline import evaluate
 
     rc = load_config_file(args.config)
     cfg = rc.config if not args.no_progress else Config(**{**rc.config.to_dict(), "progress": False})
-    out = make_output_folder(args.out or rc.out or os.path.join("runs", time.strftime("evaluate-%Y%m%d-%H%M%S")),
+    out = check_output_folder(args.out or rc.out or os.path.join("runs", time.strftime("evaluate-%Y%m%d-%H%M%S")),
                              "--out" if args.out else None)
     source = load_dataset(rc.train, preprocess=rc.preprocess, classes=rc.classes)
     split_record = None

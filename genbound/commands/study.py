@@ -39,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
 def run_certified_lowdim(args: argparse.Namespace) -> int:
     from genbound.bounds.suite import validate_delta
 
-    from genbound.fileio import make_output_folder
+    from genbound.fileio import check_output_folder
 
     delta = validate_delta(args.delta)
-    make_output_folder(args.out, "--out", parents=False)  # before the study: a wrong path must not cost its minutes
+    check_output_folder(args.out, "--out", parents=False)  # before the study: a wrong path must not cost its minutes
     from genbound.studies.certified_lowdim import run_certified_lowdim as run_study
 
     t0 = time.time()

@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not (args.out.endswith(".safetensors") or args.out.endswith(".pt") or args.out.endswith(".pth")):
         raise UserInputError(f"--out must end in .safetensors, .pt or .pth; got {args.out!r}")
-    check_output_file(args.out, "--out", create_folder=True)  # before training: a wrong path must not cost it
-    check_output_file(args.out + ".json", "--out")
+    check_output_file(args.out, "--out", missing_folder="allow")  # before training: a wrong path must not cost it
+    check_output_file(args.out + ".json", "--out", missing_folder="allow")
 
     from genbound.collect import collect
     from genbound.data import load_dataset, randomize_labels, split_source
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     fit_on = randomize_labels(train, args.random_labels, seed=args.seed)[0] if args.random_labels > 0 else train
     train_err = collect(model, fit_on, device=args.device, progress_bar=False).error
     held_err = collect(model, held, device=args.device, progress_bar=False).error
+    check_output_file(args.out, "--out", missing_folder="create")
     save_weights(net, args.out)  # the bare network; normalization is recorded and re-applied at load
     record = {"factory": args.model, "kwargs": kwargs, "weights": os.path.basename(args.out),
               "normalization": source.normalization.as_dict(), "data": source.describe(), "split": split.record(),
