@@ -199,7 +199,7 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
     if unknown:
         raise UserInputError(f"unknown key(s) {sorted(unknown)} in [data]; expected {', '.join(sorted(_DATA_KEYS))}")
     if "train" not in data:
-        raise UserInputError(f"[data] needs 'train' (a dataset name, an ImageFolder directory or a .npz file)")
+        raise UserInputError("[data] needs 'train' (a dataset name, an ImageFolder directory or a .npz file)")
 
     def text(value: Any, where: str) -> str:
         if not isinstance(value, str) or not value:
@@ -218,7 +218,7 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
 
     models_doc = doc.get("models")
     if not isinstance(models_doc, list) or not models_doc:
-        raise UserInputError(f"give at least one [[models]] entry with name and factory")
+        raise UserInputError("give at least one [[models]] entry with name and factory")
     models = []
     for i, m in enumerate(models_doc):
         where = f"[[models]] entry {i + 1}"

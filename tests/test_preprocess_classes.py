@@ -4,7 +4,6 @@ and through ``genbound evaluate``."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -8,7 +8,6 @@ ImageNet synset list. Then the recorded preprocessing alone must reproduce the c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
