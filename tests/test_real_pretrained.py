@@ -94,5 +94,10 @@ draws = 1
                                                  tuple(model["normalization"]["std"])), **model["kwargs"])
     x, y = source.get(np.arange(len(source)))
     with torch.no_grad():
-        correct = int((net(x).argmax(1) == y).sum())
-    assert correct == 20 - wrong
+        logits = net(x)
+    correct = int((logits.argmax(1) == y).sum())
+    # the same count, up to images whose two best logits are so close that a kernel with another
+    # summation order (another batch size, another CPU) may swap them
+    top2 = logits.topk(2, dim=1).values
+    near_ties = int(((top2[:, 0] - top2[:, 1]) <= 1e-4 * (1 + logits.abs().amax(1))).sum())
+    assert abs(correct - (20 - wrong)) <= near_ties

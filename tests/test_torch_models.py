@@ -57,7 +57,7 @@ def test_trainer_learns_and_is_reproducible(data):
     m1, m2 = run(), run()
     assert not m1.training
     assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
-    assert collect(m1, data, device="cpu", progress_bar=False).error < 0.1
+    assert collect(m1, data, device="cpu", progress_bar=False).error < 0.2  # learned (chance: 2/3); 11/120 here, margin for other CPUs
     assert m1.genbound_training["seed"] == 5
 
 

@@ -31,7 +31,7 @@ def test_adapter_matches_the_package(factory, suffix, tmp_path, timm, tvm):
     model = load_model(factory, path, device="cpu", num_classes=10)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(model(x), ref(x))
+        torch.testing.assert_close(model(x), ref(x))  # same weights, same ops: float32 rounding at most
     assert model.genbound_model["factory"] == factory
 
 

@@ -43,7 +43,15 @@ def integer(*, low: int = 0) -> Callable[[str], int]:
     return parse
 
 
-#: a failure probability in (0, 1)
-probability = real(low=0, high=1, low_open=True, high_open=True)
+def delta(text: str) -> float:
+    """``--delta``: a failure probability in (0, 1), by the rule the Python API applies
+    (:func:`genbound.bounds.suite.validate_delta`)."""
+    from genbound.bounds.suite import validate_delta
+    from genbound.errors import UserInputError
+    try:
+        return validate_delta(text)
+    except UserInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 #: a fraction of a data set, strictly between 0 and 1 (a split needs both parts)
 split_fraction = real(low=0, high=1, low_open=True, high_open=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from genbound.commands._args import delta
+
 from genbound.fileio import check_output_file
 
 
@@ -14,19 +16,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "Prints a table; --json writes the genbound.result/1 document."
     )
     p.add_argument("stats", metavar="STATS.npz", help="per-sample statistics (see docs/statistics.md)")
-    p.add_argument("--delta", default="0.05", help="failure probability in (0, 1) (default 0.05)")
+    p.add_argument("--delta", type=delta, default=0.05, help="failure probability in (0, 1) (default 0.05)")
     p.add_argument("--json", metavar="OUT", help="write the result document (schema genbound.result/1) here")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
 
 
 def run(args: argparse.Namespace) -> int:
     from genbound.bounds import BoundReport, compute_bounds, load_stats_npz
-    from genbound.bounds.suite import validate_delta
 
-    delta = validate_delta(args.delta)
     if args.json is not None:
         check_output_file(args.json, "--json")
-    report = BoundReport.merge(compute_bounds(s, delta) for s in load_stats_npz(args.stats))
+    report = BoundReport.merge(compute_bounds(s, args.delta) for s in load_stats_npz(args.stats))
     if args.json is not None:
         report.to_json(args.json)
     if not args.quiet:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from genbound.commands._args import delta, integer
 import json
 
 from genbound.errors import UserInputError
@@ -17,42 +19,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "every certified result must stay above a memorizing model's held-out error.")
     p.add_argument("check", metavar="CHECK", help=f"one of: {', '.join(CHECKS)}")
     p.add_argument("--quick", action="store_true", help="fewer draws / shorter training (about a minute or less)")
-    p.add_argument("--draws", help="coverage: number of draws R (default 200, 20 with --quick)")
-    p.add_argument("--delta", default="0.05", help="failure probability in (0, 1) (default 0.05)")
-    p.add_argument("--seed", default="0", help="seed of every random choice (default 0)")
+    p.add_argument("--draws", type=integer(low=1), help="coverage: number of draws R (default 200, 20 with --quick)")
+    p.add_argument("--delta", type=delta, default=0.05, help="failure probability in (0, 1) (default 0.05)")
+    p.add_argument("--seed", type=integer(), default=0, help="seed of every random choice (default 0)")
     p.add_argument("--json", metavar="OUT", help="write the check's result here (written atomically)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _int(name: str, v: str | None, lo: int) -> int | None:
-    if v is None:
-        return None
-    try:
-        i = int(v)
-    except ValueError:
-        raise UserInputError(f"--{name} must be an integer >= {lo}, got {v!r}") from None
-    if i < lo:
-        raise UserInputError(f"--{name} must be an integer >= {lo}, got {v!r}")
-    return i
-
-
 def run(args: argparse.Namespace) -> int:
-    from genbound.bounds.suite import validate_delta
 
     if args.check not in CHECKS:
         raise UserInputError(f"unknown check {args.check!r}; choose one of: {', '.join(CHECKS)}")
-    delta = validate_delta(args.delta)
-    draws, seed = _int("draws", args.draws, 1), _int("seed", args.seed, 0)
+    draws, seed = args.draws, args.seed
     if args.draws is not None and args.check != "coverage":
         raise UserInputError("--draws applies to the coverage check only")
     if args.json is not None:
         check_output_file(args.json, "--json")
     if args.check == "coverage":
         from genbound.checks.coverage import run_coverage
-        res = run_coverage(quick=args.quick, draws=draws, delta=delta, seed=seed, progress=not args.no_progress)
+        res = run_coverage(quick=args.quick, draws=draws, delta=args.delta, seed=seed, progress=not args.no_progress)
     else:
         from genbound.checks.memorization import run_memorization
-        res = run_memorization(quick=args.quick, delta=delta, seed=seed, progress=not args.no_progress)
+        res = run_memorization(quick=args.quick, delta=args.delta, seed=seed, progress=not args.no_progress)
     print(res.table())
     if args.json is not None:
         write_text(args.json, json.dumps(res.to_dict(), indent=2, allow_nan=False) + "\n")

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+
+from genbound.commands._args import delta
 import time
 
 from genbound.errors import UserInputError
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    "table.txt.")
     p.add_argument("--quick", action="store_true", help="smaller samples and grids: about 1-2 minutes on 2 CPU cores")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--delta", default="0.05", help="total failure probability in (0, 1) (default 0.05)")
+    p.add_argument("--delta", type=delta, default=0.05, help="total failure probability in (0, 1) (default 0.05)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(_run=run_certified_lowdim)
     add_robust_overfitting(sub)
@@ -37,16 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_certified_lowdim(args: argparse.Namespace) -> int:
-    from genbound.bounds.suite import validate_delta
 
     from genbound.fileio import check_output_folder
 
-    delta = validate_delta(args.delta)
     check_output_folder(args.out, "--out", parents=False)  # before the study: a wrong path must not cost its minutes
     from genbound.studies.certified_lowdim import run_certified_lowdim as run_study
 
     t0 = time.time()
-    res = run_study(quick=args.quick, delta=delta, progress=not args.no_progress)
+    res = run_study(quick=args.quick, delta=args.delta, progress=not args.no_progress)
     res.save(args.out)
     print(res.table())
     print(f"\nwrote {args.out}/: result.json, samples.npz, table.txt ({time.time() - t0:.0f} s)")

@@ -17,6 +17,8 @@ import argparse
 import os
 import sys
 
+from genbound.commands._args import integer, real
+
 NAME = "robust-overfitting"
 HELP = "robust overfitting under PGD-AT, AWP and the WCI-guarded schedule, with WCI and learning dynamics"
 
@@ -28,16 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setting", choices=("mnist5k-noisy", "mnist5k"), default="mnist5k-noisy",
                         help="full-study setting: mnist5k-noisy (20%% training label noise, eps 0.1; shows robust "
                              "overfitting, default) or mnist5k (clean labels, eps 0.2)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs (default: 90, quick: 3)")
+    parser.add_argument("--epochs", type=integer(low=2), default=None, help="override the number of epochs (default: 90, quick: 3)")
     parser.add_argument("--runs", default=None,
                         help="comma-separated runs (default: pgd_piecewise,awp,pgd_wci_guarded[,pgd_cosine in the full study]); "
                              "also available: trades")
-    parser.add_argument("--label-noise", type=float, default=None,
+    parser.add_argument("--label-noise", type=real(low=0, high=1, high_open=True), default=None,
                         help="fraction of training labels replaced by random other classes (default 0; test labels stay clean)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of initialization, data order and attacks (default 0)")
+    parser.add_argument("--seed", type=integer(), default=0, help="seed of initialization, data order and attacks (default 0)")
     parser.add_argument("--no-dynamics", action="store_true", help="skip the learning-dynamics experiment")
     parser.add_argument("--fresh", action="store_true", help="start over even if --out holds checkpoints")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=integer(low=1), default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -54,22 +56,14 @@ def run_robust_overfitting(args: argparse.Namespace) -> int:
 
     import torch
 
-    from genbound.errors import UserInputError
     from genbound.fileio import make_output_folder
     from genbound.studies.robust_overfitting import full_config, quick_config, run_study
 
-    out = make_output_folder(args.out, "--out")
-    if args.epochs is not None and args.epochs < 2:
-        raise UserInputError(f"--epochs must be at least 2, got {args.epochs}")
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserInputError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
     study = quick_config() if args.quick else full_config(args.setting)
     study.base.seed = int(args.seed)
     if args.label_noise is not None:
-        if not 0 <= args.label_noise < 1:
-            raise UserInputError(f"--label-noise must be in [0, 1), got {args.label_noise}")
         study.label_noise = float(args.label_noise)
     if args.epochs is not None:
         study.base.epochs = int(args.epochs)
@@ -84,6 +78,7 @@ def run_robust_overfitting(args: argparse.Namespace) -> int:
             run_config(study, r)  # validates the name
     if args.no_dynamics:
         study.dynamics = None
+    out = make_output_folder(args.out, "--out")  # after every option is checked: a refused run writes nothing
     if args.fresh and os.path.isdir(os.path.join(out, "runs")):
         shutil.rmtree(os.path.join(out, "runs"))
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genbound.commands._args import integer, probability, real, split_fraction
+from genbound.commands._args import delta, integer, real, split_fraction
 
 NAME = "wci"
 HELP = "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen adversarial examples"
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bn-mode", choices=("eval", "train"), default="eval", help="BatchNorm statistics (default eval)")
     parser.add_argument("--include-biases", action="store_true", help="also report bias terms (not part of WCI)")
     parser.add_argument("--include-norm", action="store_true", help="also report norm-layer affine terms (not part of WCI)")
-    parser.add_argument("--delta", type=probability, default=0.05, help="confidence parameter of the readout (default 0.05)")
+    parser.add_argument("--delta", type=delta, default=0.05, help="confidence parameter of the readout (default 0.05)")
     parser.add_argument("--seed", type=integer(), default=0, help="seed of subset, PGD start and probes (default 0)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
