@@ -107,9 +107,9 @@ class Evaluation:
         doc["run"] = self.records
         return doc
 
-    def save(self, out_dir: str | os.PathLike, *, plots: bool = True) -> dict[str, str]:
-        """Write ``result.json``, ``samples.npz``, ``config.toml``, ``versions.json``, plots and
-        ``report.html`` into ``out_dir``; returns the paths written."""
+    def save(self, out_dir: str | os.PathLike, *, report: bool = True) -> dict[str, str]:
+        """Write ``result.json``, ``samples.npz``, ``config.toml``, ``versions.json`` and (``report``)
+        the page ``report.html`` drawn from those files into ``out_dir``; returns the paths written."""
         out = os.fspath(out_dir)
         os.makedirs(out, exist_ok=True)
         paths = {"result": os.path.join(out, "result.json"), "samples": os.path.join(out, "samples.npz"),
@@ -128,10 +128,9 @@ class Evaluation:
             fh.write(to_toml(_toml_safe(sections)))
         with open(paths["versions"], "w") as fh:
             json.dump(software_versions(), fh, indent=2)
-        if plots:
-            from genbound.report import write_plots, write_html
-            paths.update(write_plots(self, os.path.join(out, "plots")))
-            paths["html"] = write_html(self, out, paths)
+        if report:
+            from genbound.report import write_report
+            paths["html"] = write_report([out])
         return paths
 
 
