@@ -211,11 +211,16 @@ def test_page_in_headless_chromium(tmp_path):
     # children attaches to it and never returns
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
     url = page.resolve().as_uri()
-    dom = subprocess.run(common + [f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", url],
+    # the same page, with the reader's clicks replayed once it has loaded: K = 100 in the first
+    # model's filter, then sort its table by the first kappa column
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(page.read_text(encoding="utf-8").replace("</body>", _CLICKS + "</body>"), encoding="utf-8")
+    dom = subprocess.run(common + [f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", clicked.as_uri()],
                          capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<table" in dom.stdout
-    _check_page(dom.stdout, _doc())
+    _check_page(dom.stdout.replace(_CLICKS, ""), _doc())
+    _check_clicks(dom.stdout)
     shot = tmp_path / "shot.png"
     p = subprocess.run(common + [f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={shot}",
                                  "--window-size=1280,1600", url], capture_output=True, text=True, timeout=180)
@@ -229,3 +234,52 @@ def test_page_in_headless_chromium(tmp_path):
         assert len(colors) > 50  # text, tables and figures, not one flat colour
         white = sum(c for c, px in colors if px == (255, 255, 255))
         assert white < 0.97 * rgb.size[0] * rgb.size[1]
+
+
+_CLICKS = """<script>
+(function(){var sel=document.querySelector('select[data-target="m0-0"]');sel.value='100';
+sel.dispatchEvent(new Event('change'));
+var th=document.querySelectorAll('table[data-filter="m0-0"] thead th')[5];th.click();})();
+</script>"""
+
+
+def _check_clicks(dom: str) -> None:
+    """After the replayed clicks: rows and figures of K = 10 hidden, the rest shown; the table's rows
+    in ascending order of the clicked column, empty cells last."""
+    import re
+
+    table = re.search(r'<table class="results sortable" data-filter="m0-0".*?</table>', dom, re.S).group(0)
+    body = re.search(r"<tbody>(.*?)</tbody>", table, re.S).group(1)
+    rows = re.findall(r"<tr ([^>]*)>(.*?)</tr>", body, re.S)
+    assert rows
+    for attrs, _ in rows:
+        hidden = re.search(r"\bhidden\b", attrs) is not None
+        assert hidden == ('data-k="10"' in attrs), attrs
+    figs = re.search(r'<div class="figs" data-filter="m0-0">(.*?)</div>', dom, re.S).group(1)
+    for attrs in re.findall(r"<figure ([^>]*)>", figs):
+        if "data-k" in attrs:
+            assert (re.search(r"\bhidden\b", attrs) is not None) == ('data-k="10"' in attrs), attrs
+    col = []
+    for _, cells in rows:
+        tds = re.findall(r"<td([^>]*)>", cells)
+        m = re.search(r'data-v="([^"]+)"', tds[5])
+        col.append(None if m is None else float(m.group(1)))
+    nums = [v for v in col if v is not None]
+    assert nums and nums == sorted(nums)
+    assert col == nums + [None] * (len(col) - len(nums))
+
+
+def test_run_without_heldout_set(tmp_path):
+    """No held-out set: no held-out line, no covers marks, the page still holds every result."""
+    doc = _doc()
+    for m in doc["models"]:
+        m["heldout_error"], m["m"] = None, 0
+    doc["results"] = [dict(r, heldout_error=None, covers=None) for r in doc["results"]
+                      if r["name"] in ("xu_mannor", "kawaguchi", "theorem_n", "stability_b")]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps(doc))
+    assert main(["report", str(run)]) == 0
+    text = (run / "report.html").read_text(encoding="utf-8")
+    _check_page(text, doc)
+    assert "no held-out set" in text and '<span class="mk">✗' not in text and "does not cover</span>" not in text

@@ -82,8 +82,8 @@ def _num(v: Any, digits: int = 4) -> str:
 
 def _swatch(name: str) -> str:
     cert = name in style.CERTIFIED
-    return (f'<span class="sw{"" if cert else " diag"}" style="--c:{style.color(name)}"></span>'
-            f'<code>{escape(name)}</code>')
+    return (f'<span class="nm"><span class="sw{"" if cert else " diag"}" style="--c:{style.color(name)}"></span>'
+            f'<code>{escape(name)}</code></span>')
 
 
 def _kind(kind: str) -> str:
@@ -124,7 +124,7 @@ def _kv(d: dict[str, Any], skip: Iterable[str] = ()) -> str:
         if isinstance(v, (dict, list)):
             txt = f"<code>{escape(json.dumps(v, default=str))}</code>"
         else:
-            txt = _num(v) if isinstance(v, (int, float)) else escape(str(v))
+            txt = _cell(v)
         rows.append(f"<tr><th>{escape(str(k))}</th><td>{txt}</td></tr>")
     return f'<table class="kv">{"".join(rows)}</table>' if rows else ""
 
@@ -142,8 +142,8 @@ def _figure(svg: str | None, name: str, caption: str = "") -> str:
 def _summary(views: list[ModelView], several: bool) -> str:
     head_run = "<th rowspan=2>run</th>" if several else ""
     out = ['<section id="summary"><h2>Summary</h2>',
-           '<table id="summary-table" class="summary"><thead>',
-           f"<tr><th rowspan=2>model</th>{head_run}<th rowspan=2>n train / m held-out</th>"
+           '<div class="scroll"><table id="summary-table" class="summary"><thead>',
+           f"<tr><th rowspan=2>model</th>{head_run}<th rowspan=2>n / m<br><small>train / held-out</small></th>"
            "<th rowspan=2>train error</th><th rowspan=2>held-out error<br><small>[CP upper limit]</small></th>"
            '<th colspan=6 class="cert">tightest certified bound <small>(from the training sample)</small></th>'
            '<th colspan=5 class="diag">tightest diagnostic <small>(an estimate, not a bound)</small></th>'
@@ -186,7 +186,7 @@ def _summary(views: list[ModelView], several: bool) -> str:
                       f'<td class="diag verdict">{_verdict(diag)}</td>']
         cells.append(f"<td>{_misses(v)}</td>")
         out.append(f'<tr data-model="{escape(v.name)}" data-run="{escape(v.run.label)}">{"".join(cells)}</tr>')
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     out.append('<p class="legend"><sup>†</sup> Each certified value holds with probability at least 1 − δ on its own. '
                "The tightest one is picked among the certified values of every result name and K of the model "
                "(N of them, the minimum over kappa being free on one partition); as a pick it holds at 1 − N·δ by the "
@@ -384,7 +384,7 @@ def _provenance(run: Run, several: bool) -> str:
         for part in ("train", "heldout"):
             d = data.get(part)
             if isinstance(d, dict):
-                out.append(f"<h4>{part} source</h4>" + _kv(d))
+                out.append(f"<details><summary>{part} source</summary>{_kv(d)}</details>")
     parts = rec.get("partitions") or {}
     if parts:
         keys = list(dict.fromkeys(k for p in parts.values() for k in p))
@@ -392,22 +392,22 @@ def _provenance(run: Run, several: bool) -> str:
                    + "".join(f"<th>K = {escape(str(K))}</th>" for K in parts) + "</tr>"
                    + "".join(f"<tr><th>{escape(k)}</th>" + "".join(f"<td>{_cell(p.get(k))}</td>" for p in parts.values())
                              + "</tr>" for k in keys) + "</table>")
-    models = rec.get("models") or []
+    models = [m for m in rec.get("models") or [] if isinstance(m, dict)]
     if models:
-        out.append("<h3>Models</h3>")
+        out.append("<h3>Models</h3>" + _models_table(models))
         for m in models:
-            out.append(f"<h4>{escape(str(m.get('name')))}</h4>"
+            out.append(f"<details><summary>full record of {escape(str(m.get('name')))}</summary>"
                        + _kv(m, skip=("name", "train_source", "heldout_source", "training"))
-                       + (f"<details><summary>training record</summary>{_kv(m['training'])}</details>"
-                          if isinstance(m.get("training"), dict) else "")
-                       + "".join(f"<details><summary>{src.replace('_', ' ')}</summary>{_kv(m[src])}</details>"
-                                 for src in ("train_source", "heldout_source") if isinstance(m.get(src), dict)))
+                       + (f"<b>training</b>{_kv(m['training'])}" if isinstance(m.get("training"), dict) else "")
+                       + "".join(f"<b>{src.replace('_', ' ')}</b>{_kv(m[src])}"
+                                 for src in ("train_source", "heldout_source") if isinstance(m.get(src), dict))
+                       + "</details>")
     stab = rec.get("stability") or {}
     if stab:
         out.append("<h3>Stability evidence</h3>" + _stability_table(stab))
         for name, ev in stab.items():
             out.append(f"<details><summary>full evidence record of {escape(name)}</summary>{_kv(ev)}</details>")
-    out.append("<h3>Timings (s)</h3>" + _timings(rec))
+    out.append("<h3>Timings</h3>" + _timings(rec))
     versions = run.versions or rec.get("versions")
     if versions:
         out.append("<h3>Versions</h3>" + _kv(versions))
@@ -429,8 +429,11 @@ def _provenance(run: Run, several: bool) -> str:
 
 
 def _cell(v: Any) -> str:
+    """A record's value as written (floats to 6 significant digits, containers as compact JSON)."""
     if isinstance(v, (dict, list)):
         return f"<code>{escape(json.dumps(v, default=str))}</code>"
+    if isinstance(v, float) and math.isfinite(v):
+        return f"{v:.6g}"
     return _num(v)
 
 
@@ -448,20 +451,38 @@ def _stability_table(stab: dict[str, Any]) -> str:
             + "<th>model evaluations</th><th>sound pre-screen</th></tr>" + "".join(rows) + "</table>")
 
 
+def _models_table(models: list[dict[str, Any]]) -> str:
+    cols = (("factory", lambda m: m.get("factory")), ("kwargs", lambda m: m.get("kwargs")),
+            ("weights fingerprint", lambda m: m.get("fingerprint")),
+            ("random labels", lambda m: m.get("random_label_fraction")))
+    tcols = ("epochs", "optimizer", "lr", "weight_decay", "batch_size", "seed", "final_epoch_train_accuracy", "wall_s")
+    head = ("<tr><th>model</th>" + "".join(f"<th>{c}</th>" for c, _ in cols)
+            + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in tcols) + "</tr>")
+    rows = []
+    for m in models:
+        tr = m.get("training") if isinstance(m.get("training"), dict) else {}
+        rows.append(f"<tr><th>{escape(str(m.get('name')))}</th>" + "".join(f"<td>{_cell(f(m))}</td>" for _, f in cols)
+                    + "".join(f"<td>{_cell(tr.get(c))}</td>" for c in tcols) + "</tr>")
+    return f'<table class="kv wide">{head}{"".join(rows)}</table>'
+
+
 def _timings(rec: dict[str, Any]) -> str:
-    rows = [("bounds pipeline (collect, partition, stability, bounds)", rec.get("wall_s"))]
-    for m in rec.get("models") or []:
-        t = (m.get("training") or {}).get("wall_s") if isinstance(m.get("training"), dict) else None
-        if t is not None:
-            rows.append((f"training {m.get('name')}", t))
-    for name, ev in (rec.get("stability") or {}).items():
-        if isinstance(ev, dict) and ev.get("wall_s") is not None:
-            rows.append((f"stability {name}", ev["wall_s"]))
-            pre = ev.get("prescreen")
-            if isinstance(pre, dict) and pre.get("wall_s") is not None:
-                rows.append((f"  of which sound pre-screen {name}", pre["wall_s"]))
-    return '<table class="kv">' + "".join(f"<tr><th>{escape(k)}</th><td>{_num(v, 3)}</td></tr>"
-                                          for k, v in rows if v is not None) + "</table>"
+    """Wall-clock seconds: the bounds pipeline, and per model training, stability and its pre-screen."""
+    out = [f"<p>bounds pipeline (collect, partition, stability, bounds): {_num(rec.get('wall_s'), 3)} s</p>"]
+    stab = rec.get("stability") or {}
+    names = list(dict.fromkeys([m.get("name") for m in rec.get("models") or [] if isinstance(m, dict)] + list(stab)))
+    rows = []
+    for name in names:
+        m = next((m for m in rec.get("models") or [] if isinstance(m, dict) and m.get("name") == name), {})
+        tr = m.get("training") if isinstance(m.get("training"), dict) else {}
+        ev = stab.get(name) if isinstance(stab.get(name), dict) else {}
+        pre = ev.get("prescreen") if isinstance(ev.get("prescreen"), dict) else {}
+        rows.append(f"<tr><th>{escape(str(name))}</th><td>{_num(tr.get('wall_s'), 3)}</td>"
+                    f"<td>{_num(ev.get('wall_s'), 3)}</td><td>{_num(pre.get('wall_s'), 3)}</td></tr>")
+    if rows:
+        out.append('<table class="kv wide"><tr><th>model</th><th>training (s)</th><th>stability (s)</th>'
+                   "<th>of which sound pre-screen (s)</th></tr>" + "".join(rows) + "</table>")
+    return "".join(out)
 
 
 # ---------------------------------------------------------------- the page
@@ -508,7 +529,7 @@ td.miss,.v.miss{color:#b00020;font-weight:600}.mk{margin-left:2px}
 td.vac,.v.vac{color:#8a8a8a}
 .ok{color:#176b2c;font-weight:600}.bad{color:#b00020;font-weight:600}.na{color:#777}
 .vacwhy{color:#555;font-size:12px;max-width:420px}.pick{color:#666;font-size:11px;max-width:420px;margin-top:3px}
-.sw{display:inline-block;width:11px;height:11px;background:var(--c);border:1px solid var(--c);margin-right:5px;vertical-align:-1px}
+.nm{white-space:nowrap}.scroll{overflow-x:auto}table.summary td:first-child{white-space:nowrap}.sw{display:inline-block;width:11px;height:11px;background:var(--c);border:1px solid var(--c);margin-right:5px;vertical-align:-1px}
 .sw.diag{background:#fff;border:2px dashed var(--c);width:8px;height:8px}
 .legend,.hint{color:#555;font-size:12.5px;max-width:1000px}
 .figs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}figure{margin:4px 0;position:relative;border:1px solid #eee}
@@ -523,22 +544,23 @@ tr.stat td{color:#444;background:#f7f7f7;font-style:italic;text-align:right}tr.s
 details summary{cursor:pointer;color:#0b57a4;font-size:12px}details[open]{background:#fff;min-width:380px}
 table.terms td,table.terms th{font-size:12px;padding:1px 5px}details ul{margin:2px 0;padding-left:18px;font-size:12px;text-align:left}
 details p{text-align:left;font-size:12px;margin:3px 0}td.same{text-align:center;color:#444}
-table.kv th{width:260px}table.kv.wide th{width:auto}table.kv td{word-break:break-word}
+table.kv th{width:260px}table.kv.wide th{width:auto}table.kv code{word-break:break-word}
 .kf{display:inline-block;margin:4px 0;font-size:13px}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px}
 footer{margin-top:30px;color:#777;font-size:12px}
 """
 
 _JS = """
 (function(){
-function val(td){var v=td&&td.getAttribute('data-v');if(v===null||v===undefined){return td?td.textContent.trim():'';}
- return v==='Infinity'?Infinity:parseFloat(v);}
+function val(td){if(!td){return null;}var v=td.getAttribute('data-v');
+ if(v===null){var t=td.textContent.trim();return t===''?null:t;}return v==='Infinity'?Infinity:parseFloat(v);}
+function cmp(x,y){if(x===null||y===null){return x===y?0:(x===null?1:-1);}
+ if(typeof x==='number'&&typeof y==='number'){return x-y;}return String(x).localeCompare(String(y));}
 document.querySelectorAll('table.sortable th[data-sort]').forEach(function(th){
  th.addEventListener('click',function(){var table=th.closest('table'),body=table.tBodies[0],i=th.cellIndex;
   var asc=!th.classList.contains('asc');table.querySelectorAll('th').forEach(function(h){h.classList.remove('asc','desc');});
   th.classList.add(asc?'asc':'desc');var rows=Array.prototype.slice.call(body.rows);
   rows.sort(function(a,b){var x=val(a.cells[i]),y=val(b.cells[i]);
-   if(typeof x==='string'||typeof y==='string'){return (asc?1:-1)*String(x).localeCompare(String(y));}
-   if(isNaN(x)){return 1;}if(isNaN(y)){return -1;}return asc?x-y:y-x;});
+   if(x===null||y===null){return cmp(x,y);}return asc?cmp(x,y):cmp(y,x);});
   rows.forEach(function(r){body.appendChild(r);});});});
 document.querySelectorAll('select[data-target]').forEach(function(sel){
  sel.addEventListener('change',function(){var k=sel.value,t=sel.getAttribute('data-target');

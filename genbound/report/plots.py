@@ -87,7 +87,6 @@ def kappa_sweep_svg(view: ModelView, K: str) -> str | None:
     ch.axes(_kappa_axis(meta), "test-error bound / estimate" + (" (log)" if ylog else ""),
             _kappa_ticks(kappas, ch), yticks, title=f"{view.label}, K = {K}")
     ch.hline(1.0, "#888", dash="2,3", width=1, tip="1: a certified value at or above this bounds nothing")
-    ch.text(ch.x1 - 3, ch.py(1.0) - 3, "vacuous at or above 1", anchor="end", cls="sub")
     if he is not None:
         ch.hline(he, style.HELDOUT_COLOR, width=2.2, tip=f"held-out error {he:.4f}")
     if te is not None:
@@ -97,7 +96,7 @@ def kappa_sweep_svg(view: ModelView, K: str) -> str | None:
         cert = n in style.CERTIFIED
         ch.line([(k, v) for k, v, _ in pts], style.color(n), dash="" if cert else DIAG_DASH,
                 marker="circle" if cert else "diamond", filled=cert, tips=[t for _, _, t in pts])
-    items = _legend_items(names)
+    items = _legend_items(names) + [("1: vacuous at or above", "#888", "2,3", "", True)]
     if ch.inside_y(he):
         items.append(("held-out error", style.HELDOUT_COLOR, "", "", True))
     if ch.inside_y(te):
