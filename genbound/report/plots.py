@@ -72,17 +72,19 @@ def _at_k(view: ModelView, K: str) -> tuple[dict[str, Any] | None, list[dict[str
 
 def kappa_sweep_svg(view: ModelView, K: str) -> str | None:
     """Each kappa-dependent result of ``view`` at partition size ``K`` against kappa."""
-    meta, rs = _at_k(view, K)
-    rs = [r for r in rs if r.get("kappa") is not None and r.get("value") is not None]
+    meta, at_k = _at_k(view, K)
+    rs = [r for r in at_k if r.get("kappa") is not None and r.get("value") is not None]
     if meta is None or not rs:
         return None
+    # certified results that do not depend on kappa, as flat reference lines
+    flat = [r for r in at_k if r.get("kappa") is None and r.get("kind") == "certified" and r.get("value") is not None]
     names = sorted({r["name"] for r in rs}, key=style.sort_key)
     kappas = [r["kappa"] for r in rs]
     he, te = meta.get("heldout_error"), meta.get("train_error")
-    ys = [r["value"] for r in rs] + [v for v in (he, te) if v] + [1.0]
+    ys = [r["value"] for r in rs + flat] + [v for v in (he, te) if v] + [1.0]
     ylim, ylog, yticks = _value_axis(ys)
     xlim, xlog = _kappa_lim(kappas)
-    ch = Chart(590, 300, xlim, ylim, xlog=xlog, ylog=ylog, right=190,
+    ch = Chart(615, 300, xlim, ylim, xlog=xlog, ylog=ylog, right=215,
                label=f"results of {view.label} against kappa at K={K}")
     ch.axes(_kappa_axis(meta), "test-error bound / estimate" + (" (log)" if ylog else ""),
             _kappa_ticks(kappas, ch), yticks, title=f"{view.label}, K = {K}")
@@ -91,12 +93,16 @@ def kappa_sweep_svg(view: ModelView, K: str) -> str | None:
         ch.hline(he, style.HELDOUT_COLOR, width=2.2, tip=f"held-out error {he:.4f}")
     if te is not None:
         ch.hline(te, style.TRAIN_COLOR, dash="2,2", width=1.4, tip=f"training error {te:.4f}")
+    for r in sorted(flat, key=lambda r: style.sort_key(r["name"])):
+        ch.hline(r["value"], style.color(r["name"]), width=1.2, dash="8,2,2,2", tip=_tip(r))
     for n in names:
         pts = sorted((r["kappa"], r["value"], _tip(r)) for r in rs if r["name"] == n)
         cert = n in style.CERTIFIED
         ch.line([(k, v) for k, v, _ in pts], style.color(n), dash="" if cert else DIAG_DASH,
                 marker="circle" if cert else "diamond", filled=cert, tips=[t for _, _, t in pts])
-    items = _legend_items(names) + [("1: vacuous at or above", "#888", "2,3", "", True)]
+    items = _legend_items(names) + [(f"{r['name']} (certified, no kappa)", style.color(r["name"]), "8,2,2,2", "", True)
+                                    for r in sorted(flat, key=lambda r: style.sort_key(r["name"]))]
+    items.append(("1: vacuous at or above", "#888", "2,3", "", True))
     if ch.inside_y(he):
         items.append(("held-out error", style.HELDOUT_COLOR, "", "", True))
     if ch.inside_y(te):
@@ -177,8 +183,10 @@ def across_models_svg(views: Sequence[ModelView], K: str) -> str | None:
             dx = -half * 0.85 + (j + 0.5) * (1.7 * half / max(len(present), 1))
             cert = n in style.CERTIFIED
             if ch.inside_y(r["value"]):
-                ch.marker(x + dx, ch.py(r["value"]), style.color(n), marker="circle" if cert else "diamond",
-                          filled=cert, tip=f"{v.label}: {_tip(r)}", size=4)
+                ch.open_markers(style.color(n), cert)
+                ch.marker(x + dx, ch.py(r["value"]), marker="circle" if cert else "diamond",
+                          tip=f"{v.label}: {_tip(r)}", size=4)
+                ch.parts.append("</g>")
     items = _legend_items(names) + [("held-out error", style.HELDOUT_COLOR, "", "", True),
                                     ("training error", style.TRAIN_COLOR, "2,2", "", True)]
     ch.legend(items, ch.x1 + 12, ch.y1 + 6)

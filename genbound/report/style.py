@@ -11,7 +11,7 @@ ORDER = CERTIFIED + DIAGNOSTIC
 # Okabe-Ito and Tableau hues, distinct under the common colour-vision deficiencies for the certified
 # results (the ones a reader must tell apart); diagnostics are drawn dashed/hollow as well.
 _COLORS = {
-    "holdout_cp": "#000000",
+    "holdout_cp": "#332288",
     "theorem_h": "#0072b2",
     "theorem_n": "#d55e00",
     "kawaguchi": "#009e73",

@@ -139,21 +139,23 @@ class Chart:
             d = " ".join(f"{self.px(x):.1f},{self.py(y):.1f}" for _, x, y in keep)
             ds = f' stroke-dasharray="{dash}"' if dash else ""
             self.parts.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="{width}"{ds}/>')
+        self.open_markers(color, filled)
         for i, x, y in keep:
-            self.marker(self.px(x), self.py(y), color, marker=marker, filled=filled,
-                        tip=tips[i] if i < len(tips) else "")
+            self.marker(self.px(x), self.py(y), marker=marker, tip=tips[i] if i < len(tips) else "")
+        self.parts.append("</g>")
 
-    def marker(self, x: float, y: float, color: str, *, marker: str = "circle", filled: bool = True,
-               tip: str = "", size: float = 3.6) -> None:
-        fill = color if filled else "#fff"
+    def open_markers(self, color: str, filled: bool = True) -> None:
+        """Start a group of markers in one colour (close it with ``</g>``); keeps the SVG small."""
+        self.parts.append(f'<g fill="{color if filled else "#fff"}" stroke="{color}" stroke-width="1.4">')
+
+    def marker(self, x: float, y: float, *, marker: str = "circle", tip: str = "", size: float = 3.6) -> None:
+        """One marker inside a group opened by :meth:`open_markers`."""
         t = f"<title>{escape(tip)}</title>" if tip else ""
         if marker == "diamond":
             s = size * 1.25
-            self.parts.append(f'<path d="M{x:.1f},{y - s:.1f}L{x + s:.1f},{y:.1f}L{x:.1f},{y + s:.1f}L{x - s:.1f},{y:.1f}Z" '
-                              f'fill="{fill}" stroke="{color}" stroke-width="1.4">{t}</path>')
+            self.parts.append(f'<path d="M{x:.1f},{y - s:.1f}l{s:.1f},{s:.1f}l{-s:.1f},{s:.1f}l{-s:.1f},{-s:.1f}z">{t}</path>')
         else:
-            self.parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{size}" fill="{fill}" stroke="{color}" '
-                              f'stroke-width="1.4">{t}</circle>')
+            self.parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{size}">{t}</circle>')
 
     def text(self, x: float, y: float, s: str, *, anchor: str = "start", cls: str = "") -> None:
         c = f' class="{cls}"' if cls else ""
@@ -166,7 +168,9 @@ class Chart:
             ds = f' stroke-dasharray="{dash}"' if dash else ""
             self.parts.append(f'<line x1="{x}" x2="{x + 22}" y1="{yy}" y2="{yy}" stroke="{col}" stroke-width="1.8"{ds}/>')
             if mk:
-                self.marker(x + 11, yy, col, marker=mk, filled=filled, size=3.2)
+                self.open_markers(col, filled)
+                self.marker(x + 11, yy, marker=mk, size=3.2)
+                self.parts.append("</g>")
             self.text(x + 27, yy + 4, lab)
 
     def svg(self) -> str:
