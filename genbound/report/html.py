@@ -145,43 +145,41 @@ def _summary(views: list[ModelView], several: bool) -> str:
            '<div class="scroll"><table id="summary-table" class="summary"><thead>',
            f"<tr><th rowspan=2>model</th>{head_run}<th rowspan=2>n / m<br><small>train / held-out</small></th>"
            "<th rowspan=2>train error</th><th rowspan=2>held-out error<br><small>[CP upper limit]</small></th>"
-           '<th colspan=6 class="cert">tightest certified bound <small>(from the training sample)</small></th>'
-           '<th colspan=5 class="diag">tightest diagnostic <small>(an estimate, not a bound)</small></th>'
+           '<th colspan=5 class="cert">tightest certified bound <small>(from the training sample)</small></th>'
+           '<th colspan=4 class="diag">tightest diagnostic <small>(an estimate, not a bound)</small></th>'
            "<th rowspan=2>diagnostics below the held-out error</th></tr>",
-           '<tr><th class="cert">result</th><th class="cert">K</th><th class="cert">kappa</th>'
+           '<tr><th class="cert">result</th><th class="cert">K, kappa</th>'
            '<th class="cert">value</th><th class="cert">delta</th><th class="cert">verdict</th>'
-           '<th class="diag">result</th><th class="diag">K</th><th class="diag">kappa</th>'
+           '<th class="diag">result</th><th class="diag">K, kappa</th>'
            '<th class="diag">value</th><th class="diag">verdict</th></tr></thead><tbody>']
     for v in views:
         meta = v.metas[0]
         cp = holdout_reference(v)
         he = v.heldout_error
-        he_txt = _num(he) + (f' <small>[≤ {cp["value"]:.4f}]</small>' if cp else "")
+        he_txt = _num(he) + (f'<br><small>[≤ {cp["value"]:.4f}]</small>' if cp else "")
         cert = tightest(v.results, "certified", exclude=("holdout_cp",))
         diag = tightest(v.results, "diagnostic")
         cells = [f'<td><a href="#{v.key}">{escape(v.name)}</a></td>']
         if several:
             cells.append(f"<td>{escape(v.run.label)}</td>")
-        cells += [f"<td>{_num(meta.get('n'))} / {_num(meta.get('m'))}</td>", f"<td>{_num(v.train_error)}</td>",
+        cells += [f"<td class=nw>{_num(meta.get('n'))} / {_num(meta.get('m'))}</td>", f"<td>{_num(v.train_error)}</td>",
                   f"<td>{he_txt}</td>"]
         if cert is None:
-            cells.append('<td colspan=6 class="cert">no certified value</td>')
+            cells.append('<td colspan=5 class="cert">no certified value</td>')
         else:
             n_sel = selection_size(v.results, "certified", exclude=("holdout_cp",))
             d = cert["delta"]
             pick = (f"smallest of {n_sel} certified values (result names × K); each holds at 1 − δ, the pick at "
                     + (f"1 − {n_sel}δ = {1 - n_sel * d:.3g}" if n_sel * d < 1 else f"1 − {n_sel}δ ≤ 0 (no joint guarantee)")
                     + " by the union bound (spec §5)") if n_sel > 1 else "the only certified value"
-            cells += [f'<td class="cert">{_swatch(cert["name"])}</td>', f'<td class="cert">{k_text(cert)}</td>',
-                      f'<td class="cert">{style.kappa_text(cert.get("kappa"))}</td>',
+            cells += [f'<td class="cert">{_swatch(cert["name"])}</td>', f'<td class="cert">{_k_kappa(cert)}</td>',
                       _value_cell(cert).replace('<td class="', '<td class="cert '),
                       f'<td class="cert" title="{escape(pick)}">{cert["delta"]:g}<sup>†</sup></td>',
                       f'<td class="cert verdict">{_verdict(cert)}</td>']
         if diag is None:
-            cells.append('<td colspan=5 class="diag">no diagnostic value</td>')
+            cells.append('<td colspan=4 class="diag">no diagnostic value</td>')
         else:
-            cells += [f'<td class="diag">{_swatch(diag["name"])}</td>', f'<td class="diag">{k_text(diag)}</td>',
-                      f'<td class="diag">{style.kappa_text(diag.get("kappa"))}</td>',
+            cells += [f'<td class="diag">{_swatch(diag["name"])}</td>', f'<td class="diag">{_k_kappa(diag)}</td>',
                       _value_cell(diag).replace('<td class="', '<td class="diag '),
                       f'<td class="diag verdict">{_verdict(diag)}</td>']
         cells.append(f"<td>{_misses(v)}</td>")
@@ -201,6 +199,11 @@ def _summary(views: list[ModelView], several: bool) -> str:
                "The held-out error's Clopper–Pearson upper limit (<code>holdout_cp</code>) is the reference every "
                "other number is judged against.</p></section>")
     return "".join(out)
+
+
+def _k_kappa(r: dict[str, Any]) -> str:
+    kappa = "" if r.get("kappa") is None else f"<br><small>κ = {style.kappa_text(r['kappa'])}</small>"
+    return f"K = {k_text(r)}{kappa}"
 
 
 def _verdict(r: dict[str, Any]) -> str:
@@ -518,8 +521,8 @@ h1{margin:18px 0 4px}h2{border-bottom:2px solid #ddd;padding-bottom:3px;margin-t
 nav{font-size:13px}a{color:#0b57a4}code{font:12px ui-monospace,Menlo,Consolas,monospace}
 table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ddd;padding:3px 7px;vertical-align:top}
 th{background:#f3f4f6;font-weight:600;text-align:left}td.v{text-align:right;font-variant-numeric:tabular-nums}
-table.summary td{font-variant-numeric:tabular-nums}
-table.summary th{text-align:center}table.summary td.verdict{min-width:150px}th.cert{background:#e3eefb}th.diag{background:#f4efe6}td.cert{background:#f7fbff}td.diag{background:#fcfaf5}
+table.summary{font-size:12.5px}table.summary td{font-variant-numeric:tabular-nums}table.summary th,table.summary td{padding:3px 5px}
+table.summary th{text-align:center}table.summary td.verdict{min-width:90px}th.cert{background:#e3eefb}th.diag{background:#f4efe6}td.cert{background:#f7fbff}td.diag{background:#fcfaf5}
 .kind{font-size:11px;padding:1px 5px;border-radius:3px;white-space:nowrap}
 .kind.certified{background:#0b57a4;color:#fff}.kind.diagnostic{border:1px dashed #8a6d3b;color:#6b5220;background:#fff8e6}
 tr.certified td:first-child{border-left:4px solid #0b57a4}
@@ -529,7 +532,7 @@ td.miss,.v.miss{color:#b00020;font-weight:600}.mk{margin-left:2px}
 td.vac,.v.vac{color:#8a8a8a}
 .ok{color:#176b2c;font-weight:600}.bad{color:#b00020;font-weight:600}.na{color:#777}
 .vacwhy{color:#555;font-size:12px;max-width:420px}.pick{color:#666;font-size:11px;max-width:420px;margin-top:3px}
-.nm{white-space:nowrap}.scroll{overflow-x:auto}table.summary td:first-child{white-space:nowrap}.sw{display:inline-block;width:11px;height:11px;background:var(--c);border:1px solid var(--c);margin-right:5px;vertical-align:-1px}
+.nm,.nw{white-space:nowrap}.scroll{overflow-x:auto}table.summary td:first-child{white-space:nowrap}.sw{display:inline-block;width:11px;height:11px;background:var(--c);border:1px solid var(--c);margin-right:5px;vertical-align:-1px}
 .sw.diag{background:#fff;border:2px dashed var(--c);width:8px;height:8px}
 .legend,.hint{color:#555;font-size:12.5px;max-width:1000px}
 .figs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}figure{margin:4px 0;position:relative;border:1px solid #eee}

@@ -51,9 +51,9 @@ def _value_axis(values: list[float]) -> tuple[tuple[float, float], bool, list[Ti
 
 
 def _tip(r: dict[str, Any]) -> str:
-    cov = {True: "covers", False: "BELOW held-out error", None: "no held-out"}[r.get("covers")]
+    cov = {True: "covers", False: "BELOW held-out", None: "no held-out"}[r.get("covers")]
     k = "" if r.get("kappa") is None else f" κ={r['kappa']:.4g}"
-    return f"{r['name']} {r['value']:.4f} ({r['kind']}) K={k_text(r)}{k} δ={r['delta']:g}: {cov}"
+    return f"{r['name']} {r['value']:.4f} K={k_text(r)}{k} δ={r['delta']:g} {cov}"
 
 
 def _legend_items(names: Sequence[str]) -> list[tuple[str, str, str, str, bool]]:
