@@ -157,7 +157,8 @@ def across_models_svg(views: Sequence[ModelView], K: str) -> str | None:
     ys += [m.get(k) for _, m, _ in rows for k in ("heldout_error", "train_error") if m.get(k)] + [1.0]
     ylim, ylog, yticks = _value_axis(ys)
     slot = max(70, min(120, 620 // len(rows)))
-    width = 70 + slot * len(rows) + 200
+    width = max(620, 70 + slot * len(rows) + 200)  # room for the title with one or two models
+    slot = min((width - 270) // len(rows), 160)
     ch = Chart(width, 340, (-0.5, len(rows) - 0.5), ylim, ylog=ylog, right=200, bottom=78,
                label=f"every result against the held-out error, K={K}")
     ch.axes("", "test-error bound / estimate" + (" (log)" if ylog else ""), [], yticks,

@@ -177,7 +177,8 @@ class StudyResult:
                 "check": self.check(), "notes": self.notes, "wall_s": round(self.wall_s, 2)}
 
     def save(self, out: str) -> dict[str, str]:
-        """``result.json`` (atomic), ``samples.npz`` (every partition's statistics) and ``table.txt``."""
+        """``result.json`` (atomic), ``samples.npz`` (every partition's statistics), ``table.txt`` and the
+        page ``report.html``."""
         os.makedirs(out, exist_ok=True)
         paths = {"result": os.path.join(out, "result.json"), "samples": os.path.join(out, "samples.npz"),
                  "table": os.path.join(out, "table.txt")}
@@ -191,6 +192,8 @@ class StudyResult:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         write_text_atomic(paths["table"], self.table() + "\n")
+        from genbound.report import write_report
+        paths["html"] = write_report([out])
         return paths
 
 
