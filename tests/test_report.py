@@ -171,9 +171,13 @@ def test_not_a_run_folder_is_one_line_exit_2(tmp_path, case):
     assert not (tmp_path / "x" / "report.html").exists()
 
 
-def test_several_runs_need_out(tmp_path, capsys):
+def test_several_runs_need_out_and_out_needs_a_folder(tmp_path, capsys):
     assert main(["report", FIXTURE, FIXTURE]) == 2
     assert "--out" in capsys.readouterr().err
+    assert main(["report", FIXTURE, "--out", str(tmp_path / "missing" / "page.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["report", FIXTURE, "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_verdict_helpers():
