@@ -304,7 +304,7 @@ def _results_table(v: ModelView) -> str:
                  f'<td data-v="{_kv_sort(metas.get(K, {}).get("|T|"))}">{_num(metas.get(K, {}).get("|T|"))}</td>',
                  _value_cell(by_kappa.get(None))]
         cells += [_value_cell(by_kappa.get(k)) for k in kappas]
-        cells.append(f"<td>{_details(rs)}</td>")
+        cells.append(f'<td class="det">{_details(rs)}</td>')
         rows.append(f'<tr class="{escape(kind)}" data-k="{escape(K)}">{"".join(cells)}</tr>')
     m0 = v.metas[0]
     foot = []
@@ -349,11 +349,11 @@ def _details(rs: list[dict[str, Any]]) -> str:
     body = "".join(rows)
     assumptions = list(dict.fromkeys(a for r in rs for a in r.get("assumptions", [])))
     vac = next((vacuous_reason(r) for r in rs if r.get("kind") == "certified" and is_vacuous(r)), None)
-    return ('<details><summary>terms</summary>'
+    return ('<details><summary>terms</summary><div class="pop">'
             f'<table class="terms">{head}{body}</table>'
             + (f'<p class="vacwhy"><b>vacuous</b>: {escape(vac)}</p>' if vac else "")
             + "<b>assumptions</b><ul>" + "".join(f"<li>{escape(a)}</li>" for a in assumptions) + "</ul>"
-            + f"<p>delta = {rs[0].get('delta', float('nan')):g}</p></details>")
+            + f"<p>delta = {rs[0].get('delta', float('nan')):g}</p></div></details>")
 
 
 def _grid_best(v: ModelView) -> str:
@@ -544,7 +544,7 @@ section.model{border-top:1px solid #e5e5e5;margin-top:26px}ul.facts{margin:4px 0
 table.results th[data-sort]{cursor:pointer;user-select:none}table.results th[data-sort]:hover{background:#e6e9ee}
 th.asc:after{content:" ▲";font-size:9px}th.desc:after{content:" ▼";font-size:9px}
 tr.stat td{color:#444;background:#f7f7f7;font-style:italic;text-align:right}tr.stat td:first-child{text-align:left}
-details summary{cursor:pointer;color:#0b57a4;font-size:12px}details[open]{background:#fff;min-width:380px}
+details summary{cursor:pointer;color:#0b57a4;font-size:12px}td.det{position:relative}td.det details[open] .pop{position:absolute;right:0;top:24px;width:max-content;max-width:min(900px,86vw);z-index:10;background:#fff;border:1px solid #aab;box-shadow:0 4px 14px rgba(0,0,0,.18);padding:6px 10px}td.det details[open] .pop ul{max-width:640px}
 table.terms td,table.terms th{font-size:12px;padding:1px 5px}details ul{margin:2px 0;padding-left:18px;font-size:12px;text-align:left}
 details p{text-align:left;font-size:12px;margin:3px 0}td.same{text-align:center;color:#444}
 table.kv th{width:260px}table.kv.wide th{width:auto}table.kv code{word-break:break-word}
