@@ -145,7 +145,7 @@ def _summary(views: list[ModelView], several: bool) -> str:
            '<div class="scroll"><table id="summary-table" class="summary"><thead>',
            f"<tr><th rowspan=2>model</th>{head_run}<th rowspan=2>n / m<br><small>train / held-out</small></th>"
            "<th rowspan=2>train error</th><th rowspan=2>held-out error<br><small>[CP upper limit]</small></th>"
-           '<th colspan=5 class="cert">tightest certified bound <small>(from the training sample)</small></th>'
+           '<th colspan=5 class="cert">tightest certified bound <small>(besides <code>holdout_cp</code>, shown with the held-out error)</small></th>'
            '<th colspan=4 class="diag">tightest diagnostic <small>(an estimate, not a bound)</small></th>'
            "<th rowspan=2>diagnostics below the held-out error</th></tr>",
            '<tr><th class="cert">result</th><th class="cert">K, kappa</th>'
