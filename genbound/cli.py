@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "wci": "genbound.commands.wci",
     "study": "genbound.commands.study",
     "check": "genbound.commands.check",
+    "report": "genbound.commands.report",
 }
 
 _HELP: dict[str, str] = {
@@ -33,6 +34,7 @@ _HELP: dict[str, str] = {
     "wci": "Weight-Curvature Index: per-layer ||W||_F and Hessian traces on frozen adversarial examples",
     "study": "run a study end to end: certified-lowdim (where certified bounds are non-vacuous), robust-overfitting",
     "check": "self-checks of validity: coverage (simulated failure rates) and memorization",
+    "report": "re-render the HTML report page of finished run(s); several runs side by side",
 }
 
 

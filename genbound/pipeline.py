@@ -102,9 +102,9 @@ class Evaluation:
         doc["run"] = self.records
         return doc
 
-    def save(self, out_dir: str | os.PathLike, *, plots: bool = True) -> dict[str, str]:
-        """Write ``result.json``, ``samples.npz``, ``config.toml``, ``versions.json``, plots and
-        ``report.html`` into ``out_dir``; returns the paths written."""
+    def save(self, out_dir: str | os.PathLike, *, report: bool = True) -> dict[str, str]:
+        """Write ``result.json``, ``samples.npz``, ``config.toml``, ``versions.json`` and (``report``)
+        the page ``report.html`` drawn from those files into ``out_dir``; returns the paths written."""
         out = make_output_folder(os.fspath(out_dir))
         paths = {"result": os.path.join(out, "result.json"), "samples": os.path.join(out, "samples.npz"),
                  "config": os.path.join(out, "config.toml"), "versions": os.path.join(out, "versions.json")}
@@ -117,10 +117,9 @@ class Evaluation:
                 sections[key] = self.records[key]
         write_text(paths["config"], to_toml(_toml_safe(sections)))
         write_text(paths["versions"], json.dumps(software_versions(), indent=2))
-        if plots:
-            from genbound.report import write_plots, write_html
-            paths.update(write_plots(self, os.path.join(out, "plots")))
-            paths["html"] = write_html(self, out, paths)
+        if report:
+            from genbound.report import write_report
+            paths["html"] = write_report([out])
         return paths
 
 

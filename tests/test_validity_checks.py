@@ -26,6 +26,8 @@ def test_tiny_lowdim_task_proves_cells_and_theorem_n_below_half(tmp_path):
     res = StudyResult([t], 0.05, True)
     assert res.check()["passed"]
     paths = res.save(str(tmp_path))
+    page = open(paths["html"], encoding="utf-8").read()
+    assert 'data-model="circle-2d"' in page and "theorem_n" in page
     doc = json.loads(open(paths["result"]).read())
     assert doc["schema"] == "genbound.result/1" and {m["model"] for m in doc["models"]} == {"circle-2d"}
     assert doc["delta_accounting"]["circle-2d"]["delta_per_partition"] == pytest.approx(0.025)

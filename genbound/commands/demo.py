@@ -10,7 +10,7 @@ import time
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Train (and cache) a family of reference models on real shipped data (mnist5k; digits with "
                      "--quick), compute every bound per model, kappa and K, print the table and write result.json, "
-                     "samples.npz, config.toml, versions.json, plots/ and report.html.")
+                     "samples.npz, config.toml, versions.json and report.html.")
     p.add_argument("--quick", action="store_true", help="digits and a small grid: about a minute on 2 CPU cores")
     p.add_argument("--out", help="output folder (default runs/demo-<timestamp>); rerun with the same folder to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -25,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     ev = run_demo(args.quick, out, progress=not args.no_progress)
     paths = ev.save(out)
     print(ev.table())
-    print(f"\nwrote {out}/: result.json, samples.npz, config.toml, versions.json, report.html, plots/ "
+    print(f"\nwrote {out}/: result.json, samples.npz, config.toml, versions.json, report.html "
           f"({time.time() - t0:.0f} s)")
     return 0 if paths else 1

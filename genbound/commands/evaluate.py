@@ -75,6 +75,6 @@ def run(args: argparse.Namespace) -> int:
                           "config_file": os.path.abspath(args.config)}
     ev.save(out)
     print(ev.table())
-    print(f"\nwrote {out}/: result.json, samples.npz, config.toml, versions.json, report.html, plots/ "
+    print(f"\nwrote {out}/: result.json, samples.npz, config.toml, versions.json, report.html "
           f"({time.time() - t0:.0f} s)")
     return 0

@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="study", metavar="STUDY")
     p = sub.add_parser("certified-lowdim", help="certified bounds on low-dimensional inputs, and why images are vacuous",
-                       description="Run the study and write result.json (schema genbound.result/1), samples.npz and "
-                                   "table.txt.")
+                       description="Run the study and write result.json (schema genbound.result/1), samples.npz, "
+                                   "table.txt and report.html.")
     p.add_argument("--quick", action="store_true", help="smaller samples and grids: about 1-2 minutes on 2 CPU cores")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--delta", type=delta, default=0.05, help="total failure probability in (0, 1) (default 0.05)")
@@ -49,5 +49,5 @@ def run_certified_lowdim(args: argparse.Namespace) -> int:
     res = run_study(quick=args.quick, delta=args.delta, progress=not args.no_progress)
     res.save(args.out)
     print(res.table())
-    print(f"\nwrote {args.out}/: result.json, samples.npz, table.txt ({time.time() - t0:.0f} s)")
+    print(f"\nwrote {args.out}/: result.json, samples.npz, table.txt, report.html ({time.time() - t0:.0f} s)")
     return 0 if res.check()["passed"] else 1

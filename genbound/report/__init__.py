@@ -1,6 +1,11 @@
-"""Report layer: plots (matplotlib, headless) and a self-contained HTML page of a run."""
+"""Report layer: the self-contained HTML page of one or several finished runs (SVG figures inline).
 
-from genbound.report.html import write_html
-from genbound.report.plots import write_plots
+The page is drawn from a run folder's files only (``result.json``, ``config.toml``,
+``versions.json``, ``samples.npz``), so a saved run can be re-rendered at any time
+(``genbound report RUN_DIR``). No torch here.
+"""
 
-__all__ = ["write_plots", "write_html"]
+from genbound.report.html import render_page, write_report
+from genbound.report.run import Run, load_run
+
+__all__ = ["write_report", "render_page", "load_run", "Run"]

@@ -177,13 +177,16 @@ class StudyResult:
                 "check": self.check(), "notes": self.notes, "wall_s": round(self.wall_s, 2)}
 
     def save(self, out: str) -> dict[str, str]:
-        """``result.json`` (atomic), ``samples.npz`` (every partition's statistics) and ``table.txt``."""
+        """``result.json`` (atomic), ``samples.npz`` (every partition's statistics), ``table.txt`` and the
+        page ``report.html``."""
         make_output_folder(out)
         paths = {"result": os.path.join(out, "result.json"), "samples": os.path.join(out, "samples.npz"),
                  "table": os.path.join(out, "table.txt")}
         write_text(paths["result"], json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         save_stats_npz(paths["samples"], [s for t in self.tasks for s in t.bounds.stats])
         write_text(paths["table"], self.table() + "\n")
+        from genbound.report import write_report
+        paths["html"] = write_report([out])
         return paths
 
 
