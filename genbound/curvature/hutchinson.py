@@ -60,6 +60,7 @@ from genbound.curvature._common import (
     model_mode,
     rademacher_like,
     resolve_params,
+    softmax_hessian_product,
 )
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
@@ -127,9 +128,8 @@ def hutchinson(
             if products == "ggn":
                 names = [spec.name for spec in specs]
                 logits = model(x)
-                probs = torch.softmax(logits.detach(), dim=1)
                 for k in range(n_probes):
-                    samples[k] += w * _ggn_joint_probe(model, x, names, tensors, logits, probs, gen)
+                    samples[k] += w * _ggn_joint_probe(model, x, names, tensors, logits, gen)
                     bar.update(1)
                 del logits
                 continue
@@ -217,7 +217,6 @@ def _ggn_joint_probe(
     names: Sequence[str],
     tensors: Sequence[torch.Tensor],
     logits: torch.Tensor,
-    probs: torch.Tensor,
     gen: torch.Generator,
 ) -> torch.Tensor:
     """Samples ``v_k^T (G v)_k`` for one probe, ``G = J^T H_out J`` of the batch-mean CE: (K,)."""
@@ -229,7 +228,8 @@ def _ggn_joint_probe(
         return functional_call(model, dict(zip(names, ts)), (x,))
 
     _, jv = jvp(logits_of, tuple(t.detach() for t in tensors), tuple(vs))
-    u = (probs * jv - probs * (probs * jv).sum(dim=1, keepdim=True)) / x.shape[0]
+    # H_out J v in float64 without cancellation (a saturated softmax), back in the logits' dtype
+    u = (softmax_hessian_product(logits, jv) / x.shape[0]).to(logits.dtype)
     gvs = torch.autograd.grad(logits, tensors, grad_outputs=u, retain_graph=True)
     return torch.stack([(v * gv).sum() for v, gv in zip(vs, gvs)]).to(torch.float64)
 
