@@ -35,8 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step-size", type=float, default=None, help="PGD step (default eps/4)")
     parser.add_argument("--subset", type=int, default=2048, help="size of the fixed random training subset (default 2048)")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size of attack and curvature passes (default 256)")
-    parser.add_argument("--estimator", choices=("hutchinson", "fisher", "exact"), default="hutchinson")
-    parser.add_argument("--probes", type=int, default=32, help="Hutchinson probes (default 32)")
+    parser.add_argument("--estimator", choices=("hutchpp", "hutchinson", "fisher", "exact"), default="hutchpp",
+                        help="trace estimator (default hutchpp: Hutch++ per layer, any network)")
+    parser.add_argument("--rel-se", default=None, metavar="R",
+                        help="stop each layer once its standard error is at most R times its trace (default 0.05; "
+                             "hutchpp and hutchinson)")
+    parser.add_argument("--probes", default=None, metavar="N",
+                        help="a fixed number of probes per layer instead of the --rel-se rule (hutchpp: after the sketch)")
+    parser.add_argument("--sketch", default="16", metavar="S", help="Hutch++ sketch columns per layer (default 16)")
+    parser.add_argument("--max-products", default="2000", metavar="M",
+                        help="Hessian-vector products per layer at most under --rel-se (default 2000)")
     parser.add_argument("--probe-mode", choices=("layer", "joint"), default="layer", help="Hutchinson probing (default layer)")
     parser.add_argument("--bn-mode", choices=("eval", "train"), default="eval", help="BatchNorm statistics (default eval)")
     parser.add_argument("--include-biases", action="store_true", help="also report bias terms (not part of WCI)")
@@ -59,9 +67,15 @@ def run(args: argparse.Namespace) -> int:
     from genbound.errors import UserInputError
     from genbound.models import load_model
 
-    for flag, value in (("--subset", args.subset), ("--batch-size", args.batch_size), ("--probes", args.probes)):
+    for flag, value in (("--subset", args.subset), ("--batch-size", args.batch_size)):
         if value < 1:
             raise UserInputError(f"{flag} must be a positive integer, got {value}")
+    if args.probes is not None and args.rel_se is not None:
+        raise UserInputError("--probes (a fixed number) and --rel-se (a stopping rule) exclude each other; give one")
+    rel_se = None if args.probes is not None else (0.05 if args.rel_se is None else _fraction("--rel-se", args.rel_se))
+    probes = 32 if args.probes is None else _integer("--probes", args.probes, 2)
+    sketch = _integer("--sketch", args.sketch, 0)
+    max_products = _integer("--max-products", args.max_products, 2)
     if args.eps < 0:
         raise UserInputError(f"--eps must be non-negative, got {args.eps}")
     if not 0 < args.delta < 1:
@@ -96,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         bn_mode=args.bn_mode,
         estimator=args.estimator,
-        n_probes=args.probes,
+        n_probes=probes,
+        rel_se=rel_se,
+        sketch=sketch,
+        max_products=max_products,
         probe_mode=args.probe_mode,
         batch_size=args.batch_size,
         include_biases=args.include_biases,
@@ -115,3 +132,31 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError(f"--json: cannot write {args.json_out!r} ({exc.strerror})") from None
         print(f"wrote {args.json_out}")
     return 0
+
+
+def _fraction(flag: str, text: str) -> float:
+    """A number strictly between 0 and 1 (``nan``, ``inf``, signs and words refused)."""
+    import math
+
+    from genbound.errors import UserInputError
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 < value < 1:
+        raise UserInputError(f"{flag} must be a number between 0 and 1 (e.g. 0.05), got {text!r}")
+    return value
+
+
+def _integer(flag: str, text: str, minimum: int) -> int:
+    """A whole number >= ``minimum``."""
+    from genbound.errors import UserInputError
+
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise UserInputError(f"{flag} must be a whole number >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise UserInputError(f"{flag} must be a whole number >= {minimum}, got {text!r}")
+    return value
