@@ -159,16 +159,18 @@ def hutchpp(
                 torch.stack([rademacher_like(t.detach(), gen) for _ in range(s)]) if s else None
                 for t, s in zip(tensors, sizes)
             ]
-            ys = [torch.zeros(s, t.numel(), dtype=torch.float64, device=dev) for t, s in zip(tensors, sizes)]
+            # the sketch only has to span the top eigenvectors: kept in the model's dtype (memory:
+            # s x numel per tensor); any orthonormal Q keeps the estimate unbiased
+            ys = [torch.zeros(s, t.numel(), dtype=t.dtype, device=dev) for t, s in zip(tensors, sizes)]
             for g, w in graphs():
                 for k, S in enumerate(sketches):
                     if S is None:
                         continue
                     for j in range(S.shape[0]):
-                        ys[k][j] += w * hvp(g, k, S[j]).reshape(-1).double()
+                        ys[k][j] += w * hvp(g, k, S[j]).reshape(-1)
             for k, Y in enumerate(ys):
                 if sizes[k]:
-                    q, _ = torch.linalg.qr(Y.T)  # (d, s), orthonormal columns (float64)
+                    q, _ = torch.linalg.qr(Y.T.double())  # (d, s), orthonormal columns (float64)
                     bases[k] = q.T.to(tensors[k].dtype).reshape(sizes[k], *tensors[k].shape).contiguous()
             del ys, sketches
             diag = [torch.zeros(s, dtype=torch.float64, device=dev) for s in sizes]
