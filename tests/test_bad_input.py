@@ -605,7 +605,7 @@ def test_wci_json_target_is_a_folder(tmp_path):
     w = _tiny_weights(tmp_path / "w.pt")
     (tmp_path / "wci.json").mkdir()
     assert_user_error(["wci", "--model", "mlp", "--model-kwargs", '{"input_shape": [1, 8, 8], "hidden": [8]}',
-                       "--weights", w, "--data", "digits", "--subset", "8", "--probes", "1", "--steps", "1",
+                       "--weights", w, "--data", "digits", "--subset", "8", "--probes", "2", "--steps", "1",
                        "--quiet", "--json", tmp_path / "wci.json"], contains=("is a folder",), tmp_folders=(tmp_path,),
                       in_process=True)
 
@@ -614,7 +614,7 @@ def test_wci_json_disk_full(tmp_path):
     w = _tiny_weights(tmp_path / "w.pt")
     target = tmp_path / "wci.json"
     assert_output_error(["wci", "--model", "mlp", "--model-kwargs", '{"input_shape": [1, 8, 8], "hidden": [8]}',
-                         "--weights", w, "--data", "digits", "--subset", "8", "--probes", "1", "--steps", "1",
+                         "--weights", w, "--data", "digits", "--subset", "8", "--probes", "2", "--steps", "1",
                          "--quiet", "--json", target], str(target), file_size_limit=1000)
 
 
@@ -1046,7 +1046,7 @@ def test_bad_factory_in_config(factory: str, workdir: Path, capsys: pytest.Captu
                                      "gbfactories:nan_output", "os:system", "broken_syntax:build", ":"])
 def test_bad_factory_in_wci(factory: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
     _factory_modules(workdir)
-    argv = ["wci", "--model", factory, "--data", "digits", "--subset", "8", "--probes", "1", "--no-normalize",
+    argv = ["wci", "--model", factory, "--data", "digits", "--subset", "8", "--probes", "2", "--no-normalize",
             "--json", "w.json", "--quiet"]
     assert_refused(argv, capsys, workdir, FACTORY_CASES[factory])
 
@@ -1101,6 +1101,22 @@ FLAG_CASES = {
     "wci --eps negative": (["wci", "--model", "mlp", "--data", "digits", "--eps", "-0.1"], "argument --eps"),
     "wci --step-size zero": (["wci", "--model", "mlp", "--data", "digits", "--step-size", "0"], "argument --step-size"),
     "wci --delta 1": (["wci", "--model", "mlp", "--data", "digits", "--delta", "1"], "argument --delta"),
+    "wci --rel-se nan": (["wci", "--model", "mlp", "--data", "digits", "--rel-se", "nan"], "argument --rel-se"),
+    "wci --rel-se zero": (["wci", "--model", "mlp", "--data", "digits", "--rel-se", "0"], "argument --rel-se"),
+    "wci --rel-se one": (["wci", "--model", "mlp", "--data", "digits", "--rel-se", "1.5"], "argument --rel-se"),
+    "wci --rel-se word": (["wci", "--model", "mlp", "--data", "digits", "--rel-se", "five"], "argument --rel-se"),
+    "wci --sketch negative": (["wci", "--model", "mlp", "--data", "digits", "--sketch", "-1"], "argument --sketch"),
+    "wci --sketch fractional": (["wci", "--model", "mlp", "--data", "digits", "--sketch", "2.5"], "argument --sketch"),
+    "wci --max-products one": (["wci", "--model", "mlp", "--data", "digits", "--max-products", "1"],
+                               "argument --max-products"),
+    "wci --max-products word": (["wci", "--model", "mlp", "--data", "digits", "--max-products", "many"],
+                                "argument --max-products"),
+    "wci --probes one": (["wci", "--model", "mlp", "--data", "digits", "--probes", "1"], "argument --probes"),
+    "wci --probes nan": (["wci", "--model", "mlp", "--data", "digits", "--probes", "nan"], "argument --probes"),
+    "wci --probes with --rel-se": (["wci", "--model", "mlp", "--data", "digits", "--probes", "8", "--rel-se", "0.1"],
+                                   "exclude each other"),
+    "wci --estimator unknown": (["wci", "--model", "mlp", "--data", "digits", "--estimator", "kfac"],
+                                "argument --estimator"),
     "check --draws zero": (["check", "coverage", "--draws", "0"], "argument --draws"),
     "check --draws text": (["check", "coverage", "--draws", "many"], "argument --draws"),
     "check --seed negative": (["check", "coverage", "--seed", "-1"], "argument --seed"),
@@ -1117,7 +1133,6 @@ FLAG_CASES = {
     "robust-overfitting --seed text": (["study", "robust-overfitting", "--out", "s", "--seed", "x"], "argument --seed"),
     "robust-overfitting --runs unknown": (["study", "robust-overfitting", "--out", "s", "--quick", "--runs", "sgd_magic"],
                                           "sgd_magic"),
-    "wci --probes zero": (["wci", "--model", "mlp", "--data", "digits", "--probes", "0"], "argument --probes"),
     "wci --subset text": (["wci", "--model", "mlp", "--data", "digits", "--subset", "all"], "argument --subset"),
     "wci --model-kwargs not JSON": (["wci", "--model", "mlp", "--data", "digits", "--model-kwargs", "{hidden: 3}"],
                                     "--model-kwargs is not valid JSON"),

@@ -37,8 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step-size", type=real(low=0, low_open=True), default=None, help="PGD step (default eps/4)")
     parser.add_argument("--subset", type=integer(low=1), default=2048, help="size of the fixed random training subset (default 2048)")
     parser.add_argument("--batch-size", type=integer(low=1), default=256, help="batch size of attack and curvature passes (default 256)")
-    parser.add_argument("--estimator", choices=("hutchinson", "fisher", "exact"), default="hutchinson")
-    parser.add_argument("--probes", type=integer(low=1), default=32, help="Hutchinson probes (default 32)")
+    parser.add_argument("--estimator", choices=("hutchpp", "hutchinson", "fisher", "exact"), default="hutchpp",
+                        help="trace estimator (default hutchpp: Hutch++ per layer, any network)")
+    parser.add_argument("--rel-se", type=real(low=0, high=1, low_open=True, high_open=True), default=None, metavar="R",
+                        help="stop each layer once its standard error is at most R times its trace (default 0.05; "
+                             "hutchpp and hutchinson)")
+    parser.add_argument("--probes", type=integer(low=2), default=None, metavar="N",
+                        help="a fixed number of probes per layer instead of the --rel-se rule (hutchpp: after the sketch)")
+    parser.add_argument("--sketch", type=integer(low=0), default=16, metavar="S",
+                        help="Hutch++ sketch columns per layer (default 16)")
+    parser.add_argument("--max-products", type=integer(low=2), default=2000, metavar="M",
+                        help="Hessian-vector products per layer at most under --rel-se (default 2000)")
     parser.add_argument("--probe-mode", choices=("layer", "joint"), default="layer", help="Hutchinson probing (default layer)")
     parser.add_argument("--bn-mode", choices=("eval", "train"), default="eval", help="BatchNorm statistics (default eval)")
     parser.add_argument("--include-biases", action="store_true", help="also report bias terms (not part of WCI)")
@@ -65,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     from genbound.torch_utils import resolve_device
 
     dev = resolve_device(args.device)
+    if args.probes is not None and args.rel_se is not None:
+        raise UserInputError("--probes (a fixed number) and --rel-se (a stopping rule) exclude each other; give one")
+    rel_se = None if args.probes is not None else (0.05 if args.rel_se is None else args.rel_se)
+    probes = 32 if args.probes is None else args.probes
+    sketch, max_products = args.sketch, args.max_products
     if args.json_out is not None:
         check_output_file(args.json_out, "--json")  # before the attack and the traces, not after
 
@@ -92,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         bn_mode=args.bn_mode,
         estimator=args.estimator,
-        n_probes=args.probes,
+        n_probes=probes,
+        rel_se=rel_se,
+        sketch=sketch,
+        max_products=max_products,
         probe_mode=args.probe_mode,
         batch_size=args.batch_size,
         include_biases=args.include_biases,
@@ -108,3 +125,4 @@ def run(args: argparse.Namespace) -> int:
         result.to_json(args.json_out)
         print(f"wrote {args.json_out}")
     return 0
+

@@ -3,7 +3,8 @@
 Every estimator works on **frozen** examples (e.g. adversarial examples from :func:`pgd`) and on
 the mean cross-entropy over them (spec ``wci.md``). Public API:
 
-- :func:`hutchinson`, :func:`fisher`, :func:`exact` -> :class:`TraceResult` (per-layer ``Tr H_k``)
+- :func:`hutchpp`, :func:`hutchinson`, :func:`fisher`, :func:`exact` -> :class:`TraceResult`
+  (per-layer ``Tr H_k``)
 - :func:`top_eigenvalues` -> :class:`EigenResult`
 - :func:`gradient_noise_trace` -> :class:`TraceResult` (``Tr C``)
 - :func:`pgd` (frozen adversarial examples)
@@ -16,6 +17,7 @@ from genbound.curvature.eigen import EigenResult, HessianOperator, top_eigenvalu
 from genbound.curvature.exact import exact, exact_blocks
 from genbound.curvature.fisher import check_piecewise_linear, fisher
 from genbound.curvature.hutchinson import hutchinson
+from genbound.curvature.hutchpp import hutchpp
 from genbound.curvature.noise import gradient_noise_trace
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.curvature.wci import WCILayer, WCIResult, readout, wci
@@ -34,6 +36,7 @@ __all__ = [
     "fisher",
     "gradient_noise_trace",
     "hutchinson",
+    "hutchpp",
     "pgd",
     "readout",
     "top_eigenvalues",

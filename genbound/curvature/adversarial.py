@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genbound.curvature._common import check_device, make_generator, model_dtype
+from genbound.curvature._common import check_device, make_generator, model_dtype, stable_cross_entropy
 from genbound.errors import UserInputError
 
 NORMS = ("linf", "l2")
@@ -109,7 +109,9 @@ def _pgd_batch(
         d = torch.zeros_like(x)
     for _ in range(steps):
         d.requires_grad_(True)
-        loss = nn.functional.cross_entropy(model(x + d), y)
+        # float64 loss: at a saturated softmax float32's p_y - 1 rounds to 0 and the gradient
+        # loses its -grad z_y part, which points the step the wrong way
+        loss = stable_cross_entropy(model(x + d), y)
         (g,) = torch.autograd.grad(loss, d)
         with torch.no_grad():
             if norm == "linf":

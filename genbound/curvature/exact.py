@@ -3,7 +3,8 @@
 ``H_kk = sum_b (n_b / N) * d^2 L_b / dW_k^2`` is computed with ``torch.func.hessian``
 (forward-over-reverse: ``jacfwd(jacrev(.))``) of the batch-mean cross-entropy as a function of
 ``W_k`` alone, through ``torch.func.functional_call``; every other parameter and buffer is held at
-the model's value. Memory grows as ``numel(W_k)^2`` times the batch: for tiny layers only.
+the model's value. The loss is :func:`genbound.curvature._common.stable_cross_entropy` (float64
+logits, exact curvature at a saturated softmax); the network runs in its own dtype. Memory grows as ``numel(W_k)^2`` times the batch: for tiny layers only.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from genbound.curvature._common import (
     model_dtype,
     model_mode,
     resolve_params,
+    stable_cross_entropy,
 )
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
@@ -73,7 +75,7 @@ def exact_blocks(
                         pieces[names[k]] = flat[off : off + n].view(shape)
                         off += n
                     logits = functional_call(model, pieces, (x,), strict=False)
-                    return torch.nn.functional.cross_entropy(logits, y)
+                    return stable_cross_entropy(logits, y)
 
                 total += w * hessian(loss)(flat0)
             out["__all__" if joint else names[idx[0]]] = (0.5 * (total + total.T)).detach()

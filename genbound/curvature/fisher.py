@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from genbound.curvature._common import (
     Batch,
     as_batches,
+    ce_logit_gradients,
     check_device,
     make_generator,
     model_dtype,
@@ -165,18 +166,22 @@ def fisher(
         sel = {n: t.detach() for n, t in zip(names, tensors)}
         for x, y in batches:
             with torch.no_grad():
-                p = torch.softmax(model(x), dim=1)
+                logits = model(x)
+            # float64 softmax and cotangents p - e_c with p_c - 1 formed without cancellation
+            # (the top class of a saturated softmax); the products with the network run in its dtype
+            p, grads_all = ce_logit_gradients(logits)
             n_cls = p.shape[1]
             if labels == "exact":
-                cot = p.unsqueeze(1) - torch.eye(n_cls, dtype=p.dtype, device=dev)  # (b, C, C)
+                cot = grads_all  # (b, C, C)
                 wts = p  # (b, C)
             else:
-                draws = torch.multinomial(p.double(), K, replacement=True, generator=gen)  # (b, K)
-                cot = p.unsqueeze(1) - nn.functional.one_hot(draws, n_cls).to(p.dtype)  # (b, K, C)
-                wts = torch.full((x.shape[0], K), 1.0 / K, dtype=p.dtype, device=dev)
-            chunk = chunk_size or _auto_chunk(sum(t.numel() for t in tensors), cot.shape[1], p.element_size())
-            sq = vmap(per_example, in_dims=(None, 0, 0), chunk_size=chunk)(sel, x, cot)  # (b, n_cot, K_t)
-            sums += (sq * wts.unsqueeze(2)).sum(dim=(0, 1)).double()
+                draws = torch.multinomial(p, K, replacement=True, generator=gen)  # (b, K)
+                cot = grads_all.gather(1, draws.unsqueeze(2).expand(-1, -1, n_cls))  # (b, K, C)
+                wts = torch.full((x.shape[0], K), 1.0 / K, dtype=torch.float64, device=dev)
+            cot = cot.to(logits.dtype)
+            chunk = chunk_size or _auto_chunk(sum(t.numel() for t in tensors), cot.shape[1], logits.element_size())
+            sq = vmap(per_example, in_dims=(None, 0, 0), chunk_size=chunk)(sel, x, cot).double()  # (b, n_cot, K_t)
+            sums += (sq * wts.unsqueeze(2)).sum(dim=(0, 1))
             if labels == "sample":
                 sqt = torch.cat([sq, sq.sum(dim=2, keepdim=True)], dim=2).double()  # (b, K, K_t + 1)
                 if K > 1:

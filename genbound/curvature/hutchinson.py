@@ -60,7 +60,9 @@ from genbound.curvature._common import (
     model_mode,
     rademacher_like,
     resolve_params,
+    softmax_hessian_product,
 )
+from genbound.curvature.hutchpp import check_rel_se
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
 
@@ -82,6 +84,8 @@ def hutchinson(
     device: torch.device | str | None = None,
     progress: bool = False,
     products: str = "auto",
+    rel_se: float | None = None,
+    max_probes: int = 2000,
 ) -> TraceResult:
     """Per-layer Hutchinson estimates of ``Tr H_k`` with standard errors.
 
@@ -102,6 +106,13 @@ def hutchinson(
         products: ``"hessian"`` (double backward, any network), ``"ggn"`` (joint mode,
             piecewise-linear networks: same per-layer traces, cheaper products) or ``"auto"``
             (``"ggn"`` where it is exact and applies, else ``"hessian"``); see the module doc.
+        rel_se: stopping rule: after the first ``n_probes`` probes, keep drawing rounds of probes
+            (for every tensor) until each tensor's standard error is at most ``rel_se`` times
+            its trace, or ``max_probes`` probes were drawn (``info["converged"]`` says which
+            tensors reached it). ``None``: exactly ``n_probes`` probes.
+            :func:`genbound.curvature.hutchpp` stops each tensor on its own and needs far fewer
+            products for the same error.
+        max_probes: cap on the probes with ``rel_se``.
     """
     if products not in PRODUCTS:
         raise UserInputError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
@@ -112,46 +123,67 @@ def hutchinson(
     if int(probe_batch) < 1:
         raise UserInputError(f"probe_batch must be at least 1, got {probe_batch}")
     n_probes, probe_batch = int(n_probes), int(probe_batch)
+    rel_se = check_rel_se(rel_se)
+    if rel_se is not None and (n_probes < 2 or int(max_probes) < n_probes):
+        raise UserInputError(
+            f"with rel_se, n_probes (the first round) must be >= 2 and max_probes >= n_probes; got "
+            f"n_probes={n_probes}, max_probes={max_probes}"
+        )
     products = _resolve_products(model, products, probe_mode, bn_mode)
     dev = check_device(model, device)
     specs, tensors = resolve_params(model, params)
     batches = as_batches(data, batch_size=batch_size, device=dev, dtype=model_dtype(model))
     weights, n_total = batch_weights(batches)
     gen = make_generator(seed, dev)
-    # samples[p, k]: probe p, tensor k; accumulated on the device (no host sync per product).
-    samples = torch.zeros(n_probes, len(tensors), dtype=torch.float64, device=dev)
     t0 = time.perf_counter()
     bar = tqdm(total=len(batches) * n_probes, disable=not progress, desc="hutchinson", unit="probe")
-    with model_mode(model, bn_mode, params=tensors):
+
+    def run(n: int) -> torch.Tensor:
+        # samples[p, k]: probe p, tensor k; accumulated on the device (no host sync per product).
+        samples = torch.zeros(n, len(tensors), dtype=torch.float64, device=dev)
         for (x, y), w in zip(batches, weights):
             if products == "ggn":
                 names = [spec.name for spec in specs]
                 logits = model(x)
-                probs = torch.softmax(logits.detach(), dim=1)
-                for k in range(n_probes):
-                    samples[k] += w * _ggn_joint_probe(model, x, names, tensors, logits, probs, gen)
+                for k in range(n):
+                    samples[k] += w * _ggn_joint_probe(model, x, names, tensors, logits, gen)
                     bar.update(1)
                 del logits
                 continue
             grads = torch.autograd.grad(mean_ce(model, x, y), tensors, create_graph=True)
-            for start in range(0, n_probes, probe_batch):
-                stop = min(start + probe_batch, n_probes)
+            for start in range(0, n, probe_batch):
+                stop = min(start + probe_batch, n)
                 samples[start:stop] += w * _probe_block(grads, tensors, stop - start, probe_mode, gen)
                 bar.update(stop - start)
             del grads
+        return samples
+
+    with model_mode(model, bn_mode, params=tensors):
+        s = run(n_probes).cpu()
+        while rel_se is not None and s.shape[0] < int(max_probes):
+            need = _probes_needed(s, rel_se)
+            if need <= s.shape[0]:
+                break
+            # at most double per round: the spread that sets the need is itself noisy
+            more = min(int(max_probes), need, 2 * s.shape[0]) - s.shape[0]
+            bar.total += len(batches) * more
+            s = torch.cat([s, run(more).cpu()])
     bar.close()
     seconds = time.perf_counter() - t0
-    s = samples.cpu()
     layers = []
     for k, (spec, t) in enumerate(zip(specs, tensors)):
         mean, se = _mean_se(s[:, k])
-        layers.append(LayerTrace(spec.name, spec.group, t.numel(), mean, se))
+        layers.append(LayerTrace(spec.name, spec.group, t.numel(), mean, se, int(s.shape[0])))
     total, total_se = _mean_se(s.sum(dim=1))
     info = {
         "estimator": "hutchinson",
         "probe_mode": probe_mode,
         "products": products,
-        "n_probes": n_probes,
+        "n_probes": int(s.shape[0]),
+        "rel_se": rel_se,
+        "converged": None if rel_se is None else {
+            lt.name: lt.se <= rel_se * abs(lt.trace) for lt in layers
+        },
         "distribution": "rademacher",
         "bn_mode": bn_mode,
         "n_examples": n_total,
@@ -217,7 +249,6 @@ def _ggn_joint_probe(
     names: Sequence[str],
     tensors: Sequence[torch.Tensor],
     logits: torch.Tensor,
-    probs: torch.Tensor,
     gen: torch.Generator,
 ) -> torch.Tensor:
     """Samples ``v_k^T (G v)_k`` for one probe, ``G = J^T H_out J`` of the batch-mean CE: (K,)."""
@@ -229,9 +260,20 @@ def _ggn_joint_probe(
         return functional_call(model, dict(zip(names, ts)), (x,))
 
     _, jv = jvp(logits_of, tuple(t.detach() for t in tensors), tuple(vs))
-    u = (probs * jv - probs * (probs * jv).sum(dim=1, keepdim=True)) / x.shape[0]
+    # H_out J v in float64 without cancellation (a saturated softmax), back in the logits' dtype
+    u = (softmax_hessian_product(logits, jv) / x.shape[0]).to(logits.dtype)
     gvs = torch.autograd.grad(logits, tensors, grad_outputs=u, retain_graph=True)
     return torch.stack([(v * gv).sum() for v, gv in zip(vs, gvs)]).to(torch.float64)
+
+
+def _probes_needed(s: torch.Tensor, rel_se: float) -> int:
+    """Probes for every column of ``s`` (probes x tensors) to reach ``se <= rel_se * |mean|``,
+    if the columns' spread holds: ``ceil(1.1 * var / (rel_se * mean)^2)``, the most over columns."""
+    mean = s.mean(dim=0).abs()
+    var = s.var(dim=0, unbiased=True)
+    need = torch.where(var == 0, torch.zeros_like(var), 1.1 * var / (rel_se * mean) ** 2)
+    worst = float(need.max())
+    return int(math.ceil(worst)) if math.isfinite(worst) else 2**31
 
 
 def _draw(t: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:

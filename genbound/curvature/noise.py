@@ -32,6 +32,7 @@ from genbound.curvature._common import (
     model_dtype,
     model_mode,
     resolve_params,
+    stable_cross_entropy,
 )
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
@@ -81,7 +82,7 @@ def gradient_noise_trace(
 
             def loss(s: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                 out = functional_call(model, s, (x.unsqueeze(0),), strict=False)
-                return torch.nn.functional.cross_entropy(out, y.unsqueeze(0))
+                return stable_cross_entropy(out, y.unsqueeze(0))
 
             per = vmap(grad(loss), in_dims=(None, 0, 0), chunk_size=chunk_size)
             sum_g = [torch.zeros_like(t, dtype=torch.float64) for t in tensors]

@@ -11,7 +11,8 @@ class LayerTrace:
     """Estimate of ``Tr H_k`` for one parameter tensor ``W_k``.
 
     ``se`` is the standard error of ``trace`` over the estimator's own randomness, conditional on
-    the examples (0 for exact estimators). ``numel`` is the number of entries of ``W_k``.
+    the examples (0 for exact estimators). ``numel`` is the number of entries of ``W_k``;
+    ``n_products`` the Hessian-vector products spent on it (stochastic estimators that count them).
     """
 
     name: str
@@ -19,6 +20,7 @@ class LayerTrace:
     numel: int
     trace: float
     se: float
+    n_products: int | None = None
 
 
 @dataclass

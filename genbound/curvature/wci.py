@@ -37,12 +37,13 @@ from genbound.curvature.adversarial import NORMS, pgd
 from genbound.curvature.exact import exact
 from genbound.curvature.fisher import fisher
 from genbound.curvature.hutchinson import hutchinson
+from genbound.curvature.hutchpp import check_rel_se, hutchpp
 from genbound.curvature.results import TraceResult
 from genbound.errors import UserInputError
 from genbound.fileio import write_text
 
 SCHEMA = "genbound.wci/1"
-ESTIMATORS = ("hutchinson", "fisher", "exact")
+ESTIMATORS = ("hutchpp", "hutchinson", "fisher", "exact")
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -58,6 +59,7 @@ class WCILayer:
     trace_h: float
     trace_h_se: float
     wci_term: float
+    n_products: int | None = None
 
 
 @dataclass
@@ -173,7 +175,7 @@ def combine(
     for lt in traces.layers:
         fro = float(named[lt.name].detach().double().norm())
         term = fro * math.sqrt(max(lt.trace, 0.0))
-        row = WCILayer(lt.name, lt.group, lt.numel, fro, lt.trace, lt.se, term)
+        row = WCILayer(lt.name, lt.group, lt.numel, fro, lt.trace, lt.se, term, lt.n_products)
         if lt.group == "weight":
             layers.append(row)
             if lt.trace > 0 and math.isfinite(lt.se):
@@ -207,8 +209,11 @@ def wci(
     subset_size: int | None = 2048,
     seed: int = 0,
     bn_mode: str = "eval",
-    estimator: str = "hutchinson",
+    estimator: str = "hutchpp",
+    rel_se: float | None = 0.05,
     n_probes: int = 32,
+    sketch: int = 16,
+    max_products: int = 2000,
     probe_mode: str = "layer",
     batch_size: int = 256,
     include_biases: bool = False,
@@ -231,9 +236,17 @@ def wci(
             (``None`` or ``>= N``: all examples).
         seed: seeds the subset, the PGD start and the probes.
         bn_mode: ``"eval"`` (default) or ``"train"`` (batch statistics; running stats untouched).
-        estimator: ``"hutchinson"`` (any network), ``"fisher"`` (exact for piecewise-linear nets,
-            eval BN) or ``"exact"`` (tiny layers).
-        n_probes, probe_mode: Hutchinson probes and mode (``"layer"`` or ``"joint"``).
+        estimator: ``"hutchpp"`` (default: Hutch++ per layer, any network; see
+            ``bench/RESULTS.md`` for why), ``"hutchinson"`` (any network), ``"fisher"`` (exact for
+            piecewise-linear nets, eval BN) or ``"exact"`` (tiny layers).
+        rel_se: stochastic estimators stop once every layer's standard error is at most this
+            fraction of its trace (or at ``max_products`` products per layer); ``None``: a fixed
+            number of probes (``n_probes``).
+        n_probes: probes per layer without ``rel_se`` (Hutch++: residual probes after the
+            sketch); Hutchinson's first round with ``rel_se``.
+        sketch: Hutch++ sketch columns per layer.
+        max_products: Hessian-vector products per layer at most (``hutchinson``: probes).
+        probe_mode: Hutchinson probing (``"layer"`` or ``"joint"``).
         batch_size: batch size of the attack and of the curvature passes.
         include_biases, include_norm: add the optional groups (reported apart from WCI).
         n_train: training-set size ``n`` of the readout (default ``len(data)``).
@@ -244,6 +257,7 @@ def wci(
         raise UserInputError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
     if norm not in NORMS:
         raise UserInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    rel_se = check_rel_se(rel_se)
     dev = check_device(model, device)
     data = _tensors_of(data)
     N = len(data) if isinstance(data, Dataset) else int(data[0].shape[0])
@@ -278,8 +292,12 @@ def wci(
     names = [s.name for s in wci_parameters(model, include_biases=include_biases, include_norm=include_norm)]
     t0 = time.perf_counter()
     common = dict(params=names, bn_mode=bn_mode, batch_size=batch_size, device=dev)
-    if estimator == "hutchinson":
-        tr = hutchinson(model, (x_adv, y), n_probes=n_probes, probe_mode=probe_mode, seed=seed, progress=progress, **common)
+    if estimator == "hutchpp":
+        tr = hutchpp(model, (x_adv, y), sketch=sketch, rel_se=rel_se, n_probes=n_probes, max_products=max_products,
+                     seed=seed, progress=progress, **common)
+    elif estimator == "hutchinson":
+        tr = hutchinson(model, (x_adv, y), n_probes=n_probes, probe_mode=probe_mode, rel_se=rel_se,
+                        max_probes=max_products, seed=seed, progress=progress, **common)
     elif estimator == "fisher":
         tr = fisher(model, (x_adv, y), seed=seed, progress=progress, **common)
     else:
@@ -302,8 +320,14 @@ def wci(
         "seed": int(seed),
         "bn_mode": bn_mode,
         "estimator": estimator,
-        "probes": int(n_probes) if estimator == "hutchinson" else None,
-        "probe_mode": probe_mode if estimator == "hutchinson" else None,
+        "probes": int(n_probes) if estimator in ("hutchinson", "hutchpp") and rel_se is None else None,
+        "rel_se": rel_se if estimator in ("hutchinson", "hutchpp") else None,
+        "sketch": int(sketch) if estimator == "hutchpp" else None,
+        "max_products": int(max_products) if estimator in ("hutchinson", "hutchpp") else None,
+        "hvp_products": sum(lt.n_products or 0 for lt in tr.layers) if estimator in ("hutchinson", "hutchpp") else None,
+        "converged": tr.info.get("converged"),
+        "probe_mode": probe_mode if estimator == "hutchinson" else ("layer" if estimator == "hutchpp" else None),
+        "loss_dtype": "float64 logits, log-space cross-entropy (exact curvature at a saturated softmax)",
         "fisher_labels": "exact" if estimator == "fisher" else None,
         "batch_size": int(batch_size),
         "include_biases": bool(include_biases),

@@ -135,7 +135,7 @@ class Tracker:
         # give it the frozen adversarial examples themselves and an identity attack, so inputs and
         # labels stay paired whatever order it uses.
         res = wci(model, (xas, ys), eps=self.eps, norm=self.norm, subset_size=None, seed=derive_seed(self.seed, 13),
-                  n_probes=self.cfg.wci_probes, estimator=self.cfg.wci_estimator, attack=_frozen, batch_size=bs, clip=self.clip, n_train=m)
+                  n_probes=self.cfg.wci_probes, rel_se=None, estimator=self.cfg.wci_estimator, attack=_frozen, batch_size=bs, clip=self.clip, n_train=m)
         rec["wci"] = res.wci
         rec["wci_se"] = res.wci_se
         rec["weight_norm_sq"] = res.weight_norm_sq

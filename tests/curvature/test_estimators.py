@@ -16,6 +16,7 @@ from genbound.curvature import (
     fisher,
     gradient_noise_trace,
     hutchinson,
+    hutchpp,
     pgd,
     top_eigenvalues,
 )
@@ -233,3 +234,20 @@ def test_ggn_products_only_where_exact():
         hutchinson(model, (x, y), params="all", n_probes=4, probe_mode="joint", products="ggn")
     with pytest.raises(UserInputError, match="probe_mode='joint'"):
         hutchinson(conv_bn_net(), (x, y), n_probes=4, probe_mode="layer", products="ggn")
+
+
+def test_hutchpp_stopping_rule_and_cap(case):
+    """The rule stops each tensor at its own target; a tight target costs more products; the cap
+    stops a tensor short of the target and says so; without rel_se the probe count is fixed."""
+    model, data, ref = case
+    loose = hutchpp(model, data, params="all", sketch=2, rel_se=0.2, batch_size=10, seed=0)
+    tight = hutchpp(model, data, params="all", sketch=2, rel_se=0.02, batch_size=10, seed=0)
+    for a, b, r in zip(loose.layers, tight.layers, ref.layers):
+        assert a.se <= 0.2 * abs(a.trace) + 1e-15 and b.se <= 0.02 * abs(b.trace) + 1e-15, a.name
+        assert abs(b.trace - r.trace) <= 4 * b.se + 1e-4 * abs(r.trace), (b.name, b.trace, b.se, r.trace)
+    assert tight.info["hvp_products"] > loose.info["hvp_products"]
+    capped = hutchpp(model, data, params="all", sketch=0, rel_se=0.001, max_products=10, min_probes=4, seed=0)
+    assert all(lt.n_products <= 10 for lt in capped.layers)
+    assert not all(capped.info["converged"].values())
+    fixed = hutchpp(model, data, params=None, sketch=2, rel_se=None, n_probes=5, seed=0)
+    assert all(lt.n_products == 2 * 2 + 5 for lt in fixed.layers)

@@ -71,22 +71,23 @@ def test_wci_layers_and_groups_selection():
 def test_wci_result_records_protocol_and_serializes(tmp_path):
     model = resnet_tiny()
     x, y = toy_data(40)
-    res = wci(model, (x, y), eps=0.1, steps=3, subset_size=16, batch_size=8, n_probes=4, seed=5,
-              include_biases=True)
+    res = wci(model, (x, y), eps=0.1, steps=3, subset_size=16, batch_size=8, n_probes=4, rel_se=None, sketch=2,
+              seed=5, include_biases=True)
     d = json.loads(res.to_json(tmp_path / "w.json"))
     assert json.loads((tmp_path / "w.json").read_text()) == d
     assert d["provenance"] == "reconstructed" and d["schema"] == "genbound.wci/1"
     p = d["protocol"]
     for key, val in dict(eps=0.1, norm="linf", steps=3, step_size=0.025, subset_size=16, seed=5,
-                         bn_mode="eval", estimator="hutchinson", probes=4, include_biases=True).items():
+                         bn_mode="eval", estimator="hutchpp", probes=4, sketch=2, rel_se=None,
+                         include_biases=True).items():
         assert p[key] == val, key
     assert d["readout"]["n"] == 40
     assert {r["name"] for r in d["groups"]} == {"stem.bias", "fc.bias"}
     assert d["wci"] == pytest.approx(sum(r["wci_term"] for r in d["layers"]))
     assert "WCI" in res.table() and "readout" in res.table()
     # the same seed gives the same subset, attack and probes
-    again = wci(model, (x, y), eps=0.1, steps=3, subset_size=16, batch_size=8, n_probes=4, seed=5,
-                include_biases=True)
+    again = wci(model, (x, y), eps=0.1, steps=3, subset_size=16, batch_size=8, n_probes=4, rel_se=None, sketch=2,
+                seed=5, include_biases=True)
     assert again.wci == res.wci
 
 
