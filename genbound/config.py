@@ -15,11 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from genbound.errors import UserInputError
+from genbound.names import INTERMEDIATE_BOUNDS, NORMS, PARTITION_KINDS, STABILITY_METHODS
 
 DEFAULT_KAPPAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
-PARTITION_KINDS = ("uniform", "heldout", "projection")
-STABILITY_METHODS = ("pgd", "noise")
-NORMS = ("linf", "l2")
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,13 @@ class Config:
 
     ``K`` is the grid of partition sizes in **regions** (centroids); a label-pure partition has
     regions x classes cells. Each K is a separate partition: results per K each hold at ``delta``;
-    the best over the K grid is reported at ``delta / len(K)`` (spec §5).
+    the best over the K grid is reported at ``delta / len(K)`` (spec §5). ``partition="grid"``
+    instead builds one kappa-fine label-pure l_inf grid per kappa (``K`` and ``label_pure`` do not
+    apply), each partition's results at ``delta / len(kappas)``.
+
+    ``stability``: an engine of :data:`genbound.names.STABILITY_METHODS`; the sound ones (``ibp``,
+    ``crown``, ``exact``) prove their flags; ``sound_intermediate`` (``crown`` or ``ibp``) sets the
+    intermediate bounds of ``crown`` / ``exact``.
     """
 
     kappas: tuple[float, ...] = DEFAULT_KAPPAS
@@ -44,6 +48,7 @@ class Config:
     pgd_restarts: int = 1
     pgd_prescreen: bool | str = "auto"
     noise_draws: int = 32
+    sound_intermediate: str = "crown"
     stability_seed: int = 0
     batch_size: int = 256
     device: str | None = None
@@ -63,9 +68,14 @@ class Config:
         if not (0 < float(self.delta) < 1):
             raise UserInputError(f"delta must be in (0, 1), got {self.delta}")
         for name, value, allowed in (("partition", self.partition, PARTITION_KINDS),
-                                     ("stability", self.stability, STABILITY_METHODS), ("norm", self.norm, NORMS)):
+                                     ("stability", self.stability, STABILITY_METHODS), ("norm", self.norm, NORMS),
+                                     ("sound_intermediate (stability.intermediate)", self.sound_intermediate,
+                                      INTERMEDIATE_BOUNDS)):
             if value not in allowed:
                 raise UserInputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.norm != "linf" and (self.stability == "exact" or self.partition == "grid"):
+            raise UserInputError(f"norm must be 'linf' with {'stability exact' if self.stability == 'exact' else 'partition grid'} "
+                                 f"(l_inf balls and l_inf grid cells); got {self.norm!r}")
         for name in ("pgd_steps", "pgd_restarts", "noise_draws", "batch_size", "projection_dim"):
             if int(getattr(self, name)) < (0 if name == "pgd_steps" else 1):
                 raise UserInputError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -162,7 +172,7 @@ def load_config_file(path: str | os.PathLike) -> RunConfig:
     for section in ("bounds", "stability", "run"):
         for k, v in _table(doc, section).items():
             key = {"method": "stability", "seed": "stability_seed", "steps": "pgd_steps", "restarts": "pgd_restarts", "prescreen": "pgd_prescreen",
-                   "draws": "noise_draws"}.get(k, k) if section == "stability" else k
+                   "draws": "noise_draws", "intermediate": "sound_intermediate"}.get(k, k) if section == "stability" else k
             if key == "out" and section == "run":
                 continue
             if key not in _CONFIG_KEYS:
