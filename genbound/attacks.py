@@ -14,7 +14,7 @@ import torch
 from genbound.errors import UserInputError
 from genbound.torch_utils import float_key, generator
 
-__all__ = ["project_step", "random_start", "sample_ball"]
+__all__ = ["ascent_step", "project_delta", "project_step", "random_start", "sample_ball"]
 
 
 def sample_ball(kind: str, kappa: float, count: int, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
@@ -52,6 +52,31 @@ def random_start(norm: str, kappa: float, shape: tuple[int, ...], seed: int, ind
                         for i in indices])
 
 
+def ascent_step(grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:
+    """The step of steepest ascent of size ``alpha`` in ``norm``: ``alpha * sign(grad)`` (l_inf) or
+    ``alpha * grad / ||grad||_2`` per sample (l_2; the norm floored at 1e-12)."""
+    if norm == "linf":
+        return alpha * grad.sign()
+    gn = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.ndim - 1)))
+    return alpha * grad / gn
+
+
+def project_delta(d: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
+                  clip: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+    """A perturbation ``d`` of ``x`` projected onto the ``eps``-ball of ``norm`` (l_inf: clamp per
+    coordinate; l_2: rescaled to norm <= eps) and then, with ``clip``, onto ``x + d`` in the clip
+    range (which keeps it in the ball, ``x`` being in the range). The perturbation form of
+    :func:`project_step`, used by the curvature and training attacks."""
+    if norm == "linf":
+        d = d.clamp(-eps, eps)
+    else:
+        n = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (d.ndim - 1))
+        d = d * torch.clamp(eps / n, max=1.0)
+    if clip is not None:
+        d = (x + d).clamp(clip[0], clip[1]) - x
+    return d
+
+
 def project_step(x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, kappa: float, alpha: float,
                  norm: str) -> torch.Tensor:
     """One ascent step from ``x_adv`` projected back to the ``kappa``-ball around ``x`` and [0, 1]:
@@ -61,13 +86,10 @@ def project_step(x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, kappa
 
     Clipping to the cube after the ball projection keeps the point in the ball (x is in the cube).
     """
+    x_new = x_adv + ascent_step(grad, alpha, norm)
     if norm == "linf":
-        x_new = x_adv + alpha * grad.sign()
         x_new = torch.minimum(torch.maximum(x_new, x - kappa), x + kappa)
     else:
-        flat = grad.reshape(grad.shape[0], -1)
-        gn = flat.norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.ndim - 1)))
-        x_new = x_adv + alpha * grad / gn
         delta = x_new - x
         dn = delta.reshape(delta.shape[0], -1).norm(dim=1).view(-1, *([1] * (grad.ndim - 1)))
         x_new = x + delta * torch.clamp(kappa / dn.clamp_min(1e-12), max=1.0)

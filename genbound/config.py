@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from genbound.errors import UserInputError
+from genbound.kappas import check_kappas
 from genbound.names import INTERMEDIATE_BOUNDS, NORMS, PARTITION_KINDS, STABILITY_METHODS
 
 DEFAULT_KAPPAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
@@ -82,7 +83,7 @@ class Config:
         if not (isinstance(self.pgd_prescreen, bool) or self.pgd_prescreen == "auto"):
             raise UserInputError("pgd_prescreen (stability.prescreen) must be true, false or \"auto\", "
                                  f"got {self.pgd_prescreen!r}")
-        set_("kappas", tuple(sorted(set(kappas))))
+        set_("kappas", tuple(float(k) for k in check_kappas(kappas, norm=self.norm, positive=True, sort=True)))
         set_("K", tuple(dict.fromkeys(Ks)))
         set_("delta", float(self.delta))
 

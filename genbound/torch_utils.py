@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genbound.errors import UserInputError
+from genbound.kappas import check_kappas  # noqa: F401  (the one kappa validation; re-exported)
 
 T = TypeVar("T")
 
@@ -73,24 +74,6 @@ def array_hash(a: Any) -> str:
     """Short SHA-256 of an integer array (used to record which indices a split/partition used)."""
     arr = np.ascontiguousarray(np.asarray(a, dtype=np.int64))
     return "sha256:" + hashlib.sha256(arr.tobytes()).hexdigest()[:16]
-
-
-def check_kappas(kappas: Iterable[float], *, norm: str = "linf", dim: int | None = None) -> np.ndarray:
-    """Validate a kappa grid: finite, in [0, upper] pixel units, strictly ascending; returns float64[J].
-
-    ``upper`` is 1 for l_inf radii (pixels live in [0, 1]); an l_2 radius may reach the cube's
-    diameter sqrt(dim); other kinds (Gaussian noise) are not bounded.
-    """
-    upper = 1.0 if norm == "linf" else (float(np.sqrt(dim)) if norm == "l2" and dim else float("inf"))
-    k = np.asarray(list(kappas) if not isinstance(kappas, np.ndarray) else kappas, dtype=np.float64).reshape(-1)
-    if k.size == 0:
-        raise UserInputError("the kappa grid is empty; give at least one radius, e.g. kappas=[2/255]")
-    if not np.all(np.isfinite(k)) or np.any(k < 0) or np.any(k > upper):
-        raise UserInputError(f"{norm} kappas must lie in [0, {upper:.4g}] (pixel units before normalization); "
-                             f"got {k.tolist()}")
-    if np.any(np.diff(k) <= 0):
-        raise UserInputError(f"kappas must be strictly ascending; got {k.tolist()} (sort them and drop duplicates)")
-    return k
 
 
 @contextlib.contextmanager

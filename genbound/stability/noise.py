@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genbound import names
 from genbound.attacks import sample_ball
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
@@ -34,7 +35,7 @@ class NoiseEngine:
 
     def __init__(self, *, kind: str = "linf", draws: int = 32, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
                  eval_batch: int = 4096) -> None:
-        if kind not in ("linf", "l2", "gaussian"):
+        if kind not in names.NOISE_KINDS:
             raise UserInputError(f"noise kind must be 'linf', 'l2' or 'gaussian'; got {kind!r}")
         if draws < 1 or batch_size < 1 or eval_batch < 1:
             raise UserInputError("draws, batch_size and eval_batch must be >= 1")

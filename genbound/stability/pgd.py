@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genbound import names
 from genbound.attacks import project_step, random_start
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
@@ -64,7 +65,7 @@ class PGDEngine:
     def __init__(self, *, norm: str = "linf", steps: int = 10, restarts: int = 1, step_size: float | None = None,
                  rel_step_size: float = 2.5, seed: int = 0, early_exit: bool = True, carry_flips: bool = True,
                  prescreen: bool | str = "auto", batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        if norm not in ("linf", "l2"):
+        if norm not in names.NORMS:
             raise UserInputError(f"PGD norm must be 'linf' or 'l2'; got {norm!r}")
         if steps < 0 or restarts < 1 or batch_size < 1:
             raise UserInputError("need steps >= 0, restarts >= 1, batch_size >= 1")

@@ -17,17 +17,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from genbound import names
 from genbound.errors import UserInputError
 from genbound.stability.engine import BatchResult, merge_batches
 from genbound.stability.sound.exact import ExactSearch
 from genbound.stability.sound.graph import Net, UnsupportedModelError, compile_network
 from genbound.stability.sound.propagate import InputSet, margin_lower_bounds
-from genbound.torch_utils import model_mode, refuse_train_mode
+from genbound.kappas import check_kappas
+from genbound.torch_utils import model_mode, refuse_train_mode, resolve_device
 
 __all__ = ["DEFAULT_RTOL", "EXACT_MAX_DIM", "RADIUS_INFLATION", "SOUND_METHODS", "SoundEngine", "SoundStabilityResult",
            "certify_batch", "sound_stability", "structure_mismatch"]
 
-SOUND_METHODS = ("ibp", "crown", "exact")
+SOUND_METHODS = names.SOUND_METHODS
 DEFAULT_RTOL = 1e-9
 RADIUS_INFLATION = 1e-9
 EXACT_MAX_DIM = 8
@@ -48,13 +50,11 @@ def _validate(x, kappas, norm, method, domain):
         raise UserInputError(f"unknown sound stability method {method!r}; use one of {', '.join(SOUND_METHODS)}")
     if norm not in ("linf", "l2"):
         raise UserInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    k = np.asarray(kappas, dtype=np.float64).reshape(-1)
-    if k.size == 0 or not np.all(np.isfinite(k)) or np.any(k < 0):
-        raise UserInputError("kappas must be a non-empty list of finite radii >= 0 (pixel units in [0, 1])")
-    if np.any(np.diff(k) < 0):
-        raise UserInputError("kappas must be sorted ascending")
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
+    # radii are bounded by the cube only when the domain is the unit cube
+    k = check_kappas(kappas, norm=norm if tuple(domain or ()) == (0.0, 1.0) else "unbounded",
+                     dim=x[0].numel() if x.dim() >= 2 else None)
     if x.dim() < 2:
         raise UserInputError(f"x must be a batch [n, ...] of inputs, got shape {tuple(x.shape)}")
     if not torch.all(torch.isfinite(x)):
@@ -91,7 +91,7 @@ class SoundEngine:
                  intermediate: str = "crown", exact_max_lps: int = 20000) -> None:
         if method not in SOUND_METHODS:
             raise UserInputError(f"unknown sound stability method {method!r}; use one of {', '.join(SOUND_METHODS)}")
-        if norm not in ("linf", "l2"):
+        if norm not in names.NORMS:
             raise UserInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
         if method == "exact" and norm != "linf":
             raise UserInputError("method 'exact' supports norm='linf' only; use method='crown' for l2")
@@ -103,13 +103,8 @@ class SoundEngine:
         self.norm, self.domain, self.batch_size, self.rtol = norm, domain, int(batch_size), float(rtol)
         self.max_rows, self.intermediate, self.exact_max_lps = int(max_rows), intermediate, int(exact_max_lps)
 
-    def start(self, model: nn.Module, kappas: np.ndarray, device: torch.device | None) -> None:
-        self.model, self.k = model, np.asarray(kappas, dtype=np.float64)
-        if device is None:
-            p = next(iter(model.parameters()), None)
-            device = p.device if p is not None else torch.device("cpu")
-        else:
-            model.to(device)
+    def start(self, model: nn.Module, kappas: np.ndarray, device: torch.device) -> None:
+        self.model, self.k = model.to(device), np.asarray(kappas, dtype=np.float64)
         self.device = device
         self.param_dtype = next((p.dtype for p in model.parameters()), torch.float32)
         self.reason: str | None = None
@@ -231,7 +226,7 @@ def sound_stability(
     model : a network of supported modules (module docstring), in eval mode; its input is in
         pre-normalization pixel units (normalization inside the model).
     x : ``[n, *input_shape]`` inputs in ``domain``.
-    kappas : ascending radii, pixel units.
+    kappas : strictly ascending radii, pixel units (:func:`genbound.kappas.check_kappas`).
     norm : ``"linf"`` or ``"l2"``. method : ``"ibp"``, ``"crown"`` (combined) or ``"exact"``.
     domain : ``(lo, hi)`` the input domain intersected with every ball, or None for all of R^d.
     rtol : certified iff every margin lower bound > ``rtol * (1 + max_j |z_j(x)|)``.
@@ -240,6 +235,8 @@ def sound_stability(
     intermediate : ``"crown"`` (default: CROWN bounds for the neurons IBP leaves unstable,
         intersected with IBP) or ``"ibp"`` (IBP intermediates only; much cheaper on large conv
         nets, still sound, looser).
+    device : where the model and the verifier run; ``None``: CUDA when available, else CPU (the one
+        device policy, :func:`genbound.torch_utils.resolve_device`).
 
     Returns :class:`SoundStabilityResult` with ``stable`` bool[n, J] (monotone in kappa) and
     ``evidence`` (method, sound=True, norm, tolerance, per-kappa counts, status, reason).
@@ -256,7 +253,7 @@ def sound_stability(
     from tqdm.auto import tqdm
 
     refuse_train_mode(model, "certifying stability")
-    engine.start(model, k, None if device is None else torch.device(device))
+    engine.start(model, k, resolve_device(device))
     batches = []
     with model_mode(model, grad=False, warn=False):
         for s in tqdm(range(0, n, engine.batch_size), desc=f"sound stability ({method}, {norm})", unit="batch",
