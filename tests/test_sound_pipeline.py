@@ -113,3 +113,17 @@ def test_config_names_and_mistakes():
                 dict(stability="exact", norm="l2"), dict(partition="grid", norm="l2")):
         with pytest.raises(UserInputError):
             Config(**bad)
+
+
+def test_layout_rules():
+    """Checks never import studies; no verifier module above about 400 lines; one projection."""
+    import pathlib
+
+    root = pathlib.Path(ROOT) / "genbound"
+    for f in (root / "checks").glob("*.py"):
+        assert "genbound.studies" not in f.read_text(), f
+    for f in (root / "stability" / "sound").glob("*.py"):
+        assert len(f.read_text().splitlines()) <= 400, f
+    for f in root.rglob("*.py"):
+        if f.name != "attacks.py":
+            assert ".clamp(-eps, eps)" not in f.read_text() and "grad.sign()" not in f.read_text(), f
