@@ -54,7 +54,7 @@ def _validate(x, kappas, norm, method, domain):
         x = torch.as_tensor(np.asarray(x))
     # radii are bounded by the cube only when the domain is the unit cube
     k = check_kappas(kappas, norm=norm if tuple(domain or ()) == (0.0, 1.0) else "unbounded",
-                     dim=x[0].numel() if x.dim() >= 2 else None)
+                     dim=int(np.prod(x.shape[1:])) if x.dim() >= 2 else None)
     if x.dim() < 2:
         raise UserInputError(f"x must be a batch [n, ...] of inputs, got shape {tuple(x.shape)}")
     if not torch.all(torch.isfinite(x)):
