@@ -1,6 +1,6 @@
 """One streaming pass of a model over a dataset: predictions, 0-1 losses, optional logits.
 
-The pass runs in eval mode under :func:`eval_mode`, which restores the model's previous
+The pass runs in eval mode under :func:`genbound.torch_utils.model_mode`, which restores the model's previous
 train/eval state afterwards. A model handed over in train mode triggers a warning (BatchNorm
 statistics and dropout in train mode give wrong numbers; a classic mistake, see foolbox #74,
 ART #484), but is not silently and permanently switched.
@@ -8,10 +8,7 @@ ART #484), but is not silently and permanently switched.
 
 from __future__ import annotations
 
-import contextlib
-import warnings
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -19,24 +16,7 @@ from torch import nn
 
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.models.validate import check_logits
-from genbound.torch_utils import progress, resolve_device
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module, *, warn: bool = True, what: str = "the pass") -> Iterator[nn.Module]:
-    """Put ``model`` (and every submodule) in eval mode for the block, then restore each
-    submodule's previous ``training`` flag. Warns if the model came in train mode."""
-    saved = [(m, m.training) for m in model.modules()]
-    if warn and model.training:
-        warnings.warn(f"model was in train mode; {what} runs it in eval mode (BatchNorm running statistics, "
-                      "no dropout) and restores train mode afterwards. Call model.eval() to silence this.",
-                      UserWarning, stacklevel=3)
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in saved:
-            m.training = flag
+from genbound.torch_utils import model_mode, progress, resolve_device
 
 
 @dataclass
@@ -67,7 +47,7 @@ def collect(model: nn.Module, source: DataSource, *, batch_size: int = DEFAULT_B
     model = model.to(dev)
     preds: list[np.ndarray] = []
     logit_parts: list[np.ndarray] = []
-    with eval_mode(model, what="collect"):
+    with model_mode(model, what="collect"):
         for x, _ in progress(source.batches(batch_size), enabled=progress_bar, desc=f"collect {source.name}",
                              total=source.num_batches(batch_size), unit="batch"):
             out = model(x.to(dev))

@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 
 from genbound.errors import UserInputError
+from genbound.kappas import check_kappas
+from genbound.names import INTERMEDIATE_BOUNDS, NORMS, PARTITION_KINDS, STABILITY_METHODS
 
 DEFAULT_KAPPAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
-PARTITION_KINDS = ("uniform", "heldout", "projection")
-STABILITY_METHODS = ("pgd", "noise")
-NORMS = ("linf", "l2")
 
 
 _DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
@@ -65,7 +64,13 @@ class Config:
 
     ``K`` is the grid of partition sizes in **regions** (centroids); a label-pure partition has
     regions x classes cells. Each K is a separate partition: results per K each hold at ``delta``;
-    the best over the K grid is reported at ``delta / len(K)`` (spec §5).
+    the best over the K grid is reported at ``delta / len(K)`` (spec §5). ``partition="grid"``
+    instead builds one kappa-fine label-pure l_inf grid per kappa (``K`` and ``label_pure`` do not
+    apply), each partition's results at ``delta / len(kappas)``.
+
+    ``stability``: an engine of :data:`genbound.names.STABILITY_METHODS`; the sound ones (``ibp``,
+    ``crown``, ``exact``) prove their flags; ``sound_intermediate`` (``crown`` or ``ibp``) sets the
+    intermediate bounds of ``crown`` / ``exact``.
     """
 
     kappas: tuple[float, ...] = DEFAULT_KAPPAS
@@ -81,6 +86,7 @@ class Config:
     pgd_restarts: int = 1
     pgd_prescreen: bool | str = "auto"
     noise_draws: int = 32
+    sound_intermediate: str = "crown"
     stability_seed: int = 0
     batch_size: int = 256
     device: str | None = None
@@ -101,10 +107,14 @@ class Config:
         delta = as_real(self.delta, "delta")
         if not (0 < delta < 1):
             raise UserInputError(f"delta must be in (0, 1), got {self.delta}")
-        for name, allowed in (("partition", PARTITION_KINDS), ("stability", STABILITY_METHODS), ("norm", NORMS)):
-            value = getattr(self, name)
+        for name, allowed in (("partition", PARTITION_KINDS), ("stability", STABILITY_METHODS), ("norm", NORMS),
+                              ("sound_intermediate (stability.intermediate)", INTERMEDIATE_BOUNDS)):
+            value = getattr(self, name.partition(" ")[0])
             if not isinstance(value, str) or value not in allowed:
                 raise UserInputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.norm != "linf" and (self.stability == "exact" or self.partition == "grid"):
+            raise UserInputError(f"norm must be 'linf' with {'stability exact' if self.stability == 'exact' else 'partition grid'} "
+                                 f"(l_inf balls and l_inf grid cells); got {self.norm!r}")
         for name, minimum in (("pgd_steps", 0), ("pgd_restarts", 1), ("noise_draws", 1), ("batch_size", 1),
                               ("projection_dim", 1), ("partition_seed", 0), ("stability_seed", 0)):
             set_(name, as_int(getattr(self, name), name, minimum=minimum))
@@ -117,7 +127,7 @@ class Config:
                                  f"got {self.pgd_prescreen!r}")
         if self.device is not None and not (isinstance(self.device, str) and _DEVICE.fullmatch(self.device)):
             raise UserInputError(f"unknown device {self.device!r}; use 'cpu', 'cuda' or 'cuda:N'")
-        set_("kappas", tuple(sorted(set(kappas))))
+        set_("kappas", tuple(float(k) for k in check_kappas(kappas, norm=self.norm, positive=True, sort=True)))
         set_("K", tuple(dict.fromkeys(Ks)))
         set_("delta", delta)
 
@@ -257,7 +267,7 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
     for section in ("bounds", "stability", "run"):
         for k, v in _table(doc, section).items():
             key = {"method": "stability", "seed": "stability_seed", "steps": "pgd_steps", "restarts": "pgd_restarts", "prescreen": "pgd_prescreen",
-                   "draws": "noise_draws"}.get(k, k) if section == "stability" else k
+                   "draws": "noise_draws", "intermediate": "sound_intermediate"}.get(k, k) if section == "stability" else k
             if key == "out" and section == "run":
                 continue
             if key not in _CONFIG_KEYS:

@@ -1,7 +1,10 @@
 """The flow of ``DESIGN.md``: data -> models -> collect -> partition -> stability -> bounds.
 
 :func:`evaluate` runs it for one or more models on a training and a held-out source and returns an
-:class:`Evaluation` (``table()``, ``save(dir)``). With ``cache_dir`` every expensive step (cell
+:class:`Evaluation` (``table()``, ``save(dir)``). Any stability engine of the registry
+(``pgd``, ``noise``, or the sound ``ibp`` / ``crown`` / ``exact``) and any partition of the
+protocol (Voronoi partitions, one per K; or ``partition="grid"``: one kappa-fine label-pure grid
+per kappa, each at ``delta / J``, :mod:`genbound.kappa_fine`). With ``cache_dir`` every expensive step (cell
 assignment per partition, stability flags per model) is saved as it finishes and reused by a
 rerun with the same inputs, so a killed run loses at most the step in progress.
 """
@@ -28,10 +31,13 @@ from genbound.config import Config, check_model_name, to_toml
 from genbound.data.source import DataSource
 from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
+from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
-from genbound.partition import Partition, PartitionSpec, build_partition
+from genbound.partition import GridPartition, PartitionProtocol, PartitionSpec, build_grid, build_partition
 from genbound.stability import stability_flags
-from genbound.torch_utils import check_kappas
+from genbound.kappas import check_kappas
+
+GRID_NOTE = {"source_data": "none (data-independent grid over [0,1]^d)"}
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -83,11 +89,18 @@ class Evaluation:
     config: Config
     records: dict[str, Any] = field(default_factory=dict)
     best_over_grid: list[dict[str, Any]] = field(default_factory=list)
+    grids: dict[str, KappaFineResult] = field(default_factory=dict)  # partition="grid": per model
 
     def table(self) -> str:
         """The results table (one block per model and partition size), then the best over the K grid."""
         lines = [self.report.table()]
-        if self.best_over_grid:
+        if self.best_over_grid and self.grids:
+            lines.append("")
+            lines.append(f"best certified value over the kappa-fine grids (one per kappa; delta split: "
+                         f"{self.config.delta:g}/{len(self.config.kappas)} per grid, spec §5):")
+            for b in self.best_over_grid:
+                lines.append(f"  {b['model']:<16} {b['name']:<11} {b['value']:.4f}  (kappa={b['kappa']})")
+        elif self.best_over_grid:
             lines.append("")
             lines.append(f"best certified value over the K grid {list(self.config.K)} (delta split: "
                          f"{self.config.delta:g}/{len(self.config.K)} per partition, spec §5):")
@@ -200,11 +213,12 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         make_output_folder(cache_dir)
     t0 = time.perf_counter()
     kappas = np.asarray(cfg.kappas, dtype=np.float64)
-    partitions = _build_partitions(cfg, train, heldout)
+    partitions = build_partitions(cfg, train, heldout)
     cell_cache: dict[tuple[int, str], np.ndarray] = {}
     reports: list[BoundReport] = []
     stats_all: list[SampleStats] = []
     grid_reports: list[BoundReport] = []
+    grids: dict[str, KappaFineResult] = {}
     evidence: dict[str, Any] = {}
     errors: dict[str, Any] = {}
     for mi in inputs:
@@ -216,8 +230,21 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
                                "(non-deterministic model?)")
         evidence[mi.name] = stab["evidence"]
+        # a flag proves a cell only when the engine is sound and verified the model it was given
+        sound = bool(stab["evidence"].get("sound")) and stab["evidence"].get("status", "verified") == "verified"
         errors[mi.name] = {"train_error": tr.error, "heldout_error": None if ho is None else ho.error,
                            "train_source": mi.train.describe(), "heldout_source": None if mi.heldout is None else mi.heldout.describe()}
+        if cfg.partition == "grid":
+            assigned = [(part, _cells(part, mi.train, cfg, cache_dir, cell_cache),
+                         _cells(part, mi.heldout, cfg, cache_dir, cell_cache) if ho is not None else np.zeros(0, np.int64))
+                        for part in partitions.values()]
+            kf = grid_bounds(model=mi.name, grids=assigned, train_loss=tr.loss, stable=stab["stable"], delta=cfg.delta,
+                             heldout_loss=None if ho is None else ho.loss, stability_method=cfg.stability,
+                             stability_sound=sound, partition_note=GRID_NOTE)
+            grids[mi.name] = kf
+            stats_all.extend(kf.stats)
+            reports.extend(kf.reports)
+            continue
         for K, part in partitions.items():
             tc = _cells(part, mi.train, cfg, cache_dir, cell_cache)
             hc = hl = np.zeros(0, np.int64)
@@ -227,10 +254,10 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
                 hl = ho.loss[keep]
             s = SampleStats(
                 train_cell=tc, train_loss=tr.loss, train_stable=stab["stable"], kappas=kappas, heldout_cell=hc,
-                heldout_loss=hl, K=part.K, model=mi.name, stability_method=cfg.stability, stability_sound=False,
-                norm=cfg.norm, label_pure=cfg.label_pure, max_cell_diameter=part.max_cell_diameter,
+                heldout_loss=hl, K=part.K, model=mi.name, stability_method=cfg.stability, stability_sound=sound,
+                norm=cfg.norm, label_pure=cfg.label_pure, max_cell_diameter=part.diameter(cfg.norm),
                 partition={k: v for k, v in part.record().items() if k not in ("label_pure", "max_cell_diameter")},
-                partition_uses_heldout=part.spec.uses_heldout,
+                partition_uses_heldout=part.uses_heldout, partition_depends_on_train=part.depends_on_training_set,
             )
             stats_all.append(s)
             reports.append(compute_bounds(s, cfg.delta))
@@ -242,20 +269,30 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
                     **({"training": _jsonable(mi.model.genbound_training)} if hasattr(mi.model, "genbound_training") else {}),
                     "fingerprint": model_fingerprint(mi.model), **errors[mi.name]} for mi in inputs],
         "stability": evidence,
-        "partitions": {str(K): p.record() for K, p in partitions.items()},
+        "partitions": {str(key): p.record() for key, p in partitions.items()},
         "wall_s": round(time.perf_counter() - t0, 3),
         "versions": software_versions(),
     }
-    best = best_over_grid(grid_reports, cfg.delta, len(partitions), what="K values") if len(partitions) > 1 else []
-    return Evaluation(report, stats_all, cfg, records, best)
+    if grids:
+        best = [b for kf in grids.values() for b in kf.best]
+        records["delta_accounting"] = {name: kf.delta_accounting for name, kf in grids.items()}
+    else:
+        best = best_over_grid(grid_reports, cfg.delta, len(partitions), what="K values") if len(partitions) > 1 else []
+    return Evaluation(report, stats_all, cfg, records, best, grids)
 
 
 def _jsonable(v: Any) -> Any:
     return json.loads(json.dumps(v, default=str))
 
 
-def _build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None) -> dict[int, Partition]:
-    out = {}
+def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None) -> dict[Any, PartitionProtocol]:
+    """The partitions of a run, fixed before any training sample is looked at: one Voronoi
+    partition per K (keyed by K), or one kappa-fine label-pure grid per kappa (keyed by
+    ``"grid:<kappa>"``) over the data's fixed input range."""
+    if cfg.partition == "grid":
+        return {f"grid:{k!r}": build_grid(kappa=k, input_dim=train.dim, num_classes=train.num_classes,
+                                          range=tuple(train.input_range)) for k in cfg.kappas}
+    out: dict[Any, PartitionProtocol] = {}
     for K in cfg.K:
         spec = PartitionSpec(kind=cfg.partition, regions=K, seed=cfg.partition_seed, label_pure=cfg.label_pure,
                              num_classes=train.num_classes if cfg.label_pure else None,
@@ -264,8 +301,14 @@ def _build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None
     return out
 
 
-def _cells(part: Partition, source: DataSource, cfg: Config, cache_dir: str | None,
-           memo: dict[tuple[int, str], np.ndarray]) -> np.ndarray:
+def _cells(part: PartitionProtocol, source: DataSource, cfg: Config, cache_dir: str | None,
+           memo: dict[tuple[Any, str], np.ndarray]) -> np.ndarray:
+    if isinstance(part, GridPartition):
+        # a grid hands out ids as it meets cells: never from a file, once per (grid, source) in a run
+        key = (id(part), source_fingerprint(source))
+        if key not in memo:
+            memo[key] = part.assign(source, batch_size=max(cfg.batch_size, 4096))
+        return memo[key]
     key = (part.K, source_fingerprint(source) + _fingerprint(part.record()))
     if key in memo:
         return memo[key]
@@ -281,12 +324,15 @@ def _cells(part: Partition, source: DataSource, cfg: Config, cache_dir: str | No
 
 
 def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"method": cfg.stability, "seed": cfg.stability_seed, "batch_size": cfg.batch_size,
+    params: dict[str, Any] = {"method": cfg.stability, "batch_size": cfg.batch_size,
                               "device": cfg.device, "progress_bar": cfg.progress}
     if cfg.stability == "pgd":
-        params.update(norm=cfg.norm, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, prescreen=cfg.pgd_prescreen)
-    else:
-        params.update(kind=cfg.norm, draws=cfg.noise_draws)
+        params.update(seed=cfg.stability_seed, norm=cfg.norm, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts,
+                      prescreen=cfg.pgd_prescreen)
+    elif cfg.stability == "noise":
+        params.update(seed=cfg.stability_seed, kind=cfg.norm, draws=cfg.noise_draws)
+    else:  # sound: deterministic, no seed
+        params.update(norm=cfg.norm, intermediate=cfg.sound_intermediate)
     key = _fingerprint(model_fingerprint(mi.model), source_fingerprint(mi.train), kappas,
                        {k: v for k, v in params.items() if k not in ("device", "progress_bar", "batch_size")})
     path = os.path.join(cache_dir, f"stability-{mi.name}-{key}.npz") if cache_dir else None

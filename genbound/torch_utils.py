@@ -5,16 +5,20 @@ Nothing here is specific to one layer; ``genbound/bounds`` never imports this mo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import warnings
 from typing import Any, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from genbound.errors import UserInputError
 from genbound.fileio import write_bytes
+from genbound.kappas import check_kappas  # noqa: F401  (the one kappa validation; re-exported)
 
 T = TypeVar("T")
 
@@ -74,22 +78,41 @@ def array_hash(a: Any) -> str:
     return "sha256:" + hashlib.sha256(arr.tobytes()).hexdigest()[:16]
 
 
-def check_kappas(kappas: Iterable[float], *, norm: str = "linf", dim: int | None = None) -> np.ndarray:
-    """Validate a kappa grid: finite, in [0, upper] pixel units, strictly ascending; returns float64[J].
+@contextlib.contextmanager
+def model_mode(model: nn.Module, *, training: bool = False, grad: bool | None = None, warn: bool = True,
+               what: str = "the pass") -> Iterator[nn.Module]:
+    """Put ``model`` (every submodule) in eval mode (``training=True``: train mode) for the block and,
+    with ``grad`` given, set ``requires_grad`` of every parameter to it (``False``: input gradients
+    only, the backward pass skips weight gradients); afterwards restore each submodule's
+    ``training`` flag and each parameter's flag. Warns when an eval-mode pass gets a model in
+    train mode (BatchNorm statistics and dropout in train mode give wrong numbers)."""
+    saved = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()] if grad is not None else []
+    if warn and model.training and not training:
+        warnings.warn(f"model was in train mode; {what} runs it in eval mode (BatchNorm running statistics, "
+                      "no dropout) and restores train mode afterwards. Call model.eval() to silence this.",
+                      UserWarning, stacklevel=3)
+    model.train(training)
+    for p, _ in flags:
+        p.requires_grad_(bool(grad))
+    try:
+        yield model
+    finally:
+        for m, flag in saved:
+            m.training = flag
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
-    ``upper`` is 1 for l_inf radii (pixels live in [0, 1]); an l_2 radius may reach the cube's
-    diameter sqrt(dim); other kinds (Gaussian noise) are not bounded.
-    """
-    upper = 1.0 if norm == "linf" else (float(np.sqrt(dim)) if norm == "l2" and dim else float("inf"))
-    k = np.asarray(list(kappas) if not isinstance(kappas, np.ndarray) else kappas, dtype=np.float64).reshape(-1)
-    if k.size == 0:
-        raise UserInputError("the kappa grid is empty; give at least one radius, e.g. kappas=[2/255]")
-    if not np.all(np.isfinite(k)) or np.any(k < 0) or np.any(k > upper):
-        raise UserInputError(f"{norm} kappas must lie in [0, {upper:.4g}] (pixel units before normalization); "
-                             f"got {k.tolist()}")
-    if np.any(np.diff(k) <= 0):
-        raise UserInputError(f"kappas must be strictly ascending; got {k.tolist()} (sort them and drop duplicates)")
-    return k
+
+def refuse_train_mode(model: nn.Module, what: str) -> None:
+    """UserInputError if a BatchNorm or Dropout module is in training mode: the model's output is
+    then not a fixed function of its input, and a proof about it would be about another function."""
+    for name, m in model.named_modules():
+        if m.training and isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)):
+            raise UserInputError(
+                f"module '{name or type(m).__name__}' ({type(m).__name__}) is in training mode; "
+                f"call model.eval() before {what}"
+            )
 
 
 def save_torch(obj: Any, path: Any) -> None:

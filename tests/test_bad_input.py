@@ -847,7 +847,7 @@ CONFIG_CASES = {
     "kappas text": (('kappas = [0.01, 0.05]', 'kappas = ["a"]'), "kappas must be a number"),
     "kappas empty": (('kappas = [0.01, 0.05]', 'kappas = []'), "kappas must be a non-empty list"),
     "kappas negative": (('kappas = [0.01, 0.05]', 'kappas = [-0.1]'), "radii > 0"),
-    "kappas above the pixel range": (('kappas = [0.01, 0.05]', 'kappas = [2.0]'), "linf kappas must lie in [0, 1]"),
+    "kappas above the pixel range": (('kappas = [0.01, 0.05]', 'kappas = [2.0]'), "linf kappas must lie in (0, 1]"),
     "kappas inf": (('kappas = [0.01, 0.05]', 'kappas = [inf]'), "kappas"),
     "label_pure text": (('delta = 0.05', 'delta = 0.05\nlabel_pure = "yes"'), "label_pure must be true or false"),
     "label_pure number": (('delta = 0.05', 'delta = 0.05\nlabel_pure = 1'), "label_pure must be true or false"),

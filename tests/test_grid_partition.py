@@ -45,10 +45,10 @@ def test_ids_match_brute_force_and_are_consistent():
     assert set(ids.tolist()) == set(range(len(mapping)))
     # upper edge belongs to the last cell
     assert ref[0][1:] == (3, 3, 3)
-    # assign() maps through the same dictionary
-    again = p.assign(hx, hy)
+    # assign_arrays() maps through the same dictionary
+    again = p.assign_arrays(hx, hy)
     assert np.array_equal(again, p.heldout_cell)
-    new = p.assign(np.array([[0.99, 0.01, 0.6]]), np.array([3]))
+    new = p.assign_arrays(np.array([[0.99, 0.01, 0.6]]), np.array([3]))
     key = (3, 3, 0, 2)
     assert new[0] == mapping.get(key, new[0])
 
@@ -59,7 +59,7 @@ def test_record_and_K():
     p = grid_partition(x, np.zeros(10, int), kappa=0.3, num_classes=2)
     assert p.K == 2 * 4**3
     assert math.isclose(p.log_K, math.log(2 * 4**3))
-    r = p.record
+    r = p.record()
     assert r["kind"] == "grid" and r["label_pure"] is True and r["side"] == 0.3
     assert r["range"] == [0.0, 1.0]
     assert r["max_cell_diameter"]["linf"] == 0.3
@@ -78,7 +78,7 @@ def test_big_d_log_K_no_overflow():
     assert math.isclose(p.log_K, math.log(10) + d * math.log(255), rel_tol=1e-12)
     assert len(np.unique(p.train_cell)) == 20
     assert np.array_equal(p.heldout_cell, p.train_cell[:5])
-    assert math.isclose(p.record["max_cell_diameter"]["l2"], kappa * math.sqrt(d))
+    assert math.isclose(p.record()["max_cell_diameter"]["l2"], kappa * math.sqrt(d))
     # ImageNet-sized input: K ~ exp(8.3e5), only log space works
     d_in = 3 * 224 * 224
     xi = np.random.default_rng(3).integers(0, 256, (3, d_in)) / 255.0
@@ -129,4 +129,4 @@ def test_custom_range_and_torch_input():
     x = torch.rand(10, 1, 2, 2) * 2 - 1
     y = torch.zeros(10, dtype=torch.long)
     p = grid_partition(x, y, kappa=0.5, num_classes=1, range=(-1.0, 1.0))
-    assert p.K == 4**4 and p.record["range"] == [-1.0, 1.0]
+    assert p.K == 4**4 and p.record()["range"] == [-1.0, 1.0]

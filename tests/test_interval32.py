@@ -10,7 +10,7 @@ from torch import nn
 from genbound.models import small_cnn
 from genbound.models.architectures import Residual
 from genbound.models.normalize import Normalize
-from genbound.stability import interval32 as i32
+from genbound.stability.sound import float32 as i32
 from genbound.stability import sound
 
 
@@ -32,7 +32,7 @@ def _body_model(seed=0):
 
 
 def _ibp64(net, lo, hi):
-    return sound._ibp_pass(net, [(lo, hi)] + [None] * (len(net.nodes) - 1))
+    return sound.ibp_pass(net, [(lo, hi)] + [None] * (len(net.nodes) - 1))
 
 
 @pytest.mark.parametrize("kappa", [0.0, 0.01, 0.1])

@@ -9,7 +9,7 @@ from torch import nn
 
 from genbound.models import mlp, small_cnn
 from genbound.stability import pgd_stability
-from genbound.stability.prescreen import PRESCREEN_RTOL, PGDPrescreen, head_start
+from genbound.stability.sound.prescreen import PRESCREEN_RTOL, PGDPrescreen, head_start
 from genbound.errors import UserInputError
 from genbound.stability.sound import compile_network
 
@@ -165,7 +165,7 @@ def test_float32_arithmetic_certifies_what_float64_does(monkeypatch):
     c32 = s32.certify(x, logits)
     ev = s32.evidence()
     assert ev["body_bounds"].startswith("float32") and "float32" in ev["head_bounds"]
-    from genbound.stability import interval32
+    from genbound.stability.sound import float32 as interval32
     monkeypatch.setattr(interval32, "unavailable", lambda device: "forced by the test")
     s64 = PGDPrescreen(model, "linf", kappas, torch.device("cpu"))
     c64 = s64.certify(x, logits)
@@ -216,7 +216,7 @@ def test_float32_head_product_accounts_for_underflow():
 
 
 def test_unreadable_matmul_precision_falls_back_to_float64():
-    from genbound.stability import interval32
+    from genbound.stability.sound import float32 as interval32
     mm = getattr(torch.backends.mkldnn, "matmul", None)
     if mm is None or not hasattr(mm, "fp32_precision"):
         pytest.skip("this torch has no per-backend float32 precision")

@@ -66,7 +66,8 @@ def test_resume_reuses_cached_steps(setup, tmp_path, monkeypatch):
         raise AssertionError("recomputed a cached step")
 
     monkeypatch.setattr(pl, "stability_flags", boom)
-    monkeypatch.setattr(pl.Partition, "assign", boom)
+    from genbound.partition import Partition
+    monkeypatch.setattr(Partition, "assign", boom)
     second = evaluate({"m": model}, train, held, Config(**CFG), cache_dir=cache)
     assert [r.value for r in first.report.results] == [r.value for r in second.report.results]
 

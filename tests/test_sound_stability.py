@@ -16,7 +16,7 @@ from genbound.errors import UserInputError
 from genbound.stability.sound import (
     Normalize,
     Residual,
-    _InputSet,
+    InputSet,
     compile_network,
     margin_lower_bounds,
     sound_stability,
@@ -194,7 +194,7 @@ def check_bounds_below_samples(net, x, kappa, norm):
     cnet = compile_network(net)
     x64 = x.double()
     k = kappa * (1 + 1e-9)
-    inset = _InputSet(x64, (x64 - k).clamp(0, 1), (x64 + k).clamp(0, 1), norm, torch.full((x.shape[0],), k, dtype=torch.float64))
+    inset = InputSet(x64, (x64 - k).clamp(0, 1), (x64 + k).clamp(0, 1), norm, torch.full((x.shape[0],), k, dtype=torch.float64))
     mins, pred = sampled_margins(net64, x, kappa, norm)
     cnet.forward(x64)
     ibp, crown = margin_lower_bounds(cnet, x64, pred, inset, "crown")
@@ -330,7 +330,7 @@ def test_exact_agrees_with_search(trained):
 
 
 def test_exact_counterexample_is_real(trained):
-    from genbound.stability.sound import _ExactSearch
+    from genbound.stability.sound import ExactSearch
 
     net, x = trained
     x = x[::3]
@@ -344,7 +344,7 @@ def test_exact_counterexample_is_real(trained):
         lo = (x64[i] - k).clamp(0, 1).numpy()
         hi = (x64[i] + k).clamp(0, 1).numpy()
         c = int(z[i].argmax())
-        s = _ExactSearch(cnet, x64[i : i + 1], c, lo, hi, 1e-9, 20000, 1e-9)
+        s = ExactSearch(cnet, x64[i : i + 1], c, lo, hi, 1e-9, 20000, 1e-9)
         if s.run() == "unstable":
             found += 1
             xc = torch.from_numpy(s.counterexample)

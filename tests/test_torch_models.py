@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from genbound.collect import collect, eval_mode
+from genbound.collect import collect
+from genbound.torch_utils import model_mode
 from genbound.data import Normalization, make_prototypes
 from genbound.errors import UserInputError
 from genbound.models import (Normalize, load_model, load_state_dict_file, mlp, save_weights, small_cnn, small_resnet,
@@ -140,6 +141,6 @@ def test_collect_warns_in_train_mode_and_restores_mode(data):
         warnings.simplefilter("error")
         out_eval = collect(m, data, device="cpu", progress_bar=False)
     assert np.array_equal(out_train.pred, out_eval.pred)  # the pass really ran in eval mode
-    with eval_mode(m.train(), warn=False):
+    with model_mode(m.train(), warn=False):
         assert not any(s.training for s in m.modules())
     assert m.training

@@ -169,7 +169,46 @@ def test_dispatch_and_kappa_validation():
         with pytest.raises(UserInputError):
             stability_flags(model, src, bad, method="pgd", device="cpu", progress_bar=False)
     with pytest.raises(UserInputError):
-        stability_flags(model, src, [0.1], method="ibp")
+        stability_flags(model, src, [0.1], method="autoattack")
+    with pytest.raises(UserInputError):  # a parameter the sound engines do not take
+        stability_flags(model, src, [0.1], method="ibp", seed=0)
+
+
+def test_sound_methods_are_engines_of_the_registry():
+    """ibp / crown / exact run through the same registry and protocol as pgd, and say they are sound;
+    their flags are those of the tensor API, and a proof never contradicts a PGD flip."""
+    from genbound.stability.sound import sound_stability
+
+    model, _, _ = linear_binary()
+    src = interior_points(32)
+    x, _ = src.get(np.arange(len(src)))
+    pgd = stability_flags(model, src, [0.05, 0.2], method="pgd", device="cpu", progress_bar=False)
+    with pytest.raises(UserInputError, match="tiny inputs"):  # d = 16
+        stability_flags(model, src, [0.05], method="exact", device="cpu", progress_bar=False)
+    for method in ("ibp", "crown"):
+        res = stability_flags(model, src, [0.05, 0.2], method=method, device="cpu", progress_bar=False, batch_size=8)
+        assert res.sound and res.evidence["method"] == method and res.evidence["status"] == "verified"
+        ref = sound_stability(model, x, [0.05, 0.2], method=method, progress=False)
+        assert np.array_equal(res.stable, ref.stable)
+        assert res.evidence["proven_stable_per_kappa"] == res.stable.sum(0).tolist()
+        assert not (res.stable & ~pgd.stable).any()
+        assert np.array_equal(res.pred, pgd.pred)
+
+
+def test_shards_merge_into_the_whole_run():
+    """A run over disjoint shards of the indices, merged, equals the run over the whole source."""
+    from genbound.stability import merge_batches
+    from genbound.stability.engine import BatchResult
+
+    model, _, _ = linear_binary()
+    src = interior_points(20)
+    whole = stability_flags(model, src, [0.05, 0.2], method="pgd", device="cpu", progress_bar=False, batch_size=6)
+    parts = [stability_flags(model, src, [0.05, 0.2], method="pgd", device="cpu", progress_bar=False, batch_size=4,
+                             indices=np.arange(s, 20, 3)) for s in (2, 0, 1)]
+    idx, stable, pred, counts, _ = merge_batches([BatchResult(p.index, p.stable, p.pred, {"forward": 1}) for p in parts], 2)
+    assert np.array_equal(idx, np.arange(20))
+    assert np.array_equal(stable, whole.stable) and np.array_equal(pred, whole.pred)
+    assert counts["forward"] == 3
 
 
 def test_pgd_warns_and_restores_train_mode():

@@ -6,7 +6,7 @@ square with label noise eta; the learned rule is linear too, so its true error i
 :mod:`genbound.checks.geometry`), it draws the training and held-out samples R times, fits the
 rule (logistic regression), proves stability exactly (:mod:`genbound.stability.linear`, sound
 method ``exact``), computes every result on one kappa-fine grid per kappa
-(:mod:`genbound.studies.kappa_fine`, delta split over the grid) and counts failures.
+(:mod:`genbound.kappa_fine`, delta split over the grid) and counts failures.
 
 One row per (task, result name, grid side): ``kind``, ``delta`` (what the row's values are
 certified at), ``draws``, ``failures`` (value < true error; a null value is +inf, never a
@@ -31,7 +31,7 @@ from genbound.bounds.concentration import clopper_pearson_upper
 from genbound.checks.geometry import linear_true_error
 from genbound.errors import UserInputError
 from genbound.stability.linear import linear_rule_predict, linear_rule_stability
-from genbound.studies.kappa_fine import kappa_fine_bounds
+from genbound.kappa_fine import kappa_fine_bounds
 
 __all__ = ["CoverageTask", "coverage_tasks", "run_coverage", "CoverageResult", "clopper_pearson_interval"]
 

@@ -33,8 +33,6 @@ from genbound.config import Config
 from genbound.data import load_dataset, randomize_labels, split_source
 from genbound.models import mlp, train_classifier, with_normalization
 from genbound.pipeline import ModelInput, evaluate
-from genbound.stability.sound import sound_stability
-from genbound.studies.kappa_fine import kappa_fine_bounds
 
 __all__ = ["MemorizationResult", "run_memorization"]
 
@@ -155,20 +153,19 @@ def run_memorization(quick: bool = False, delta: float = 0.05, seed: int = 0, pr
         sub = BoundReport([r for r in ev.report.results if r.log_K == lk], [], ev.report.delta)
         sanity += [{**s, "partition": label} for s in kappa_zero_check(sub)]
 
-    # (b) kappa-fine label-pure grids with sound (crown) stability
+    # (b) kappa-fine label-pure grids with sound (crown) stability: the same pipeline, another partition
     kappas_b = (0.001, 0.005, 0.01, 0.02)
-    st = sound_stability(model, x, list(kappas_b), method="crown", batch_size=256, progress=progress,
-                         intermediate="ibp")
-    kf = kappa_fine_bounds(model=MODEL, train_x=x.reshape(len(y), -1).numpy(), train_y=y, train_loss=loss,
-                           stable=st.stable, kappas=kappas_b, num_classes=10, delta=delta,
-                           heldout_x=hx.reshape(len(hy), -1).numpy(), heldout_y=hy, heldout_loss=hloss,
-                           stability_method="crown", stability_sound=st.evidence["status"] == "verified")
+    cfg_b = Config(kappas=kappas_b, partition="grid", stability="crown", sound_intermediate="ibp", delta=delta,
+                   progress=progress)
+    ev_b = evaluate([ModelInput(MODEL, model, tr_lab, ho_lab)], train, heldout, cfg_b)
+    kf = ev_b.grids[MODEL]
+    st_status = ev_b.records["stability"][MODEL]["status"]
     part_b = {p["log_K"]: f"grid side {p['side']:g} (crown)" for p in kf.partitions}
     results += _dicts(kf.report, {r.log_K: part_b[min(part_b, key=lambda k: abs(k - r.log_K))] for r in kf.report.results})
     best += [{**b, "partition": "kappa-fine grids (crown)"} for b in kf.best]
     sanity += [{**s, "partition": "kappa-fine grids (crown)"} for s in kf.sanity]
     info = {"factory": "mlp", "hidden": list(hidden), "epochs": epochs, "data": "digits", "n": int(len(y)),
             "m": int(len(hy)), "random_label_fraction": RANDOM_LABEL_FRACTION, "seed": seed,
-            "stability": {"uniform": "pgd (empirical)", "grid": f"crown with ibp intermediates: {st.evidence.get('status')}"},
+            "stability": {"uniform": "pgd (empirical)", "grid": f"crown with ibp intermediates: {st_status}"},
             "kappas": {"uniform": list(kappas_a), "grid": list(kappas_b)}}
     return MemorizationResult(R, he, results, best, sanity, info, float(delta), time.perf_counter() - t0, notes)

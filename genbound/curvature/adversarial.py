@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genbound.attacks import ascent_step, project_delta
 from genbound.curvature._common import check_device, make_generator, model_dtype, stable_cross_entropy
 from genbound.errors import UserInputError
 
@@ -87,14 +88,7 @@ def _pgd_batch(
     gen: torch.Generator,
 ) -> torch.Tensor:
     def project(d: torch.Tensor) -> torch.Tensor:
-        if norm == "linf":
-            d = d.clamp(-eps, eps)
-        else:
-            n = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (d.ndim - 1))
-            d = d * torch.clamp(eps / n, max=1.0)
-        if clip is not None:
-            d = (x + d).clamp(clip[0], clip[1]) - x
-        return d
+        return project_delta(d, x, eps, norm, clip)
 
     if random_start:
         if norm == "linf":
@@ -114,10 +108,5 @@ def _pgd_batch(
         loss = stable_cross_entropy(model(x + d), y)
         (g,) = torch.autograd.grad(loss, d)
         with torch.no_grad():
-            if norm == "linf":
-                d = d + alpha * g.sign()
-            else:
-                gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
-                d = d + alpha * g / gn
-            d = project(d)
+            d = project(d + ascent_step(g, alpha, norm))
     return (x + d).detach()

@@ -31,7 +31,7 @@ class Residual(nn.Module):
     """``post(block(x) + shortcut(x))``; ``shortcut=None`` is the identity, ``post=None`` none.
 
     The residual protocol of the sound verifier (``genbound_residual = True`` with ``block``,
-    ``shortcut``, ``post``; see ``genbound/stability/sound.py``).
+    ``shortcut``, ``post``; see ``genbound/stability/sound/__init__.py``).
     """
 
     genbound_residual = True

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from genbound.errors import UserInputError
+from genbound.torch_utils import model_mode
 
 def check_finite_weights(model: nn.Module, what: str = "model") -> None:
     """Every parameter and floating-point buffer of ``model`` is finite."""
@@ -41,17 +42,13 @@ def check_model(model: nn.Module, x: torch.Tensor, num_classes: int, *, what: st
     finite weights, no error, logits of shape (batch, num_classes), finite. The model's train/eval
     flags are left as they were (the pass runs in eval mode)."""
     check_finite_weights(model, what)
-    saved = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        out = model(x)
-    except torch.OutOfMemoryError:
-        raise
-    except Exception as exc:  # the user's model fails on the data's inputs: a shape or dtype mismatch
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise UserInputError(f"{what} fails on inputs of shape {tuple(x.shape[1:])} from the data "
-                             f"({type(exc).__name__}: {first}); build it for that input shape") from None
-    finally:
-        for m, flag in saved:
-            m.training = flag
+    with model_mode(model, warn=False):
+        try:
+            out = model(x)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # the user's model fails on the data's inputs: a shape or dtype mismatch
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise UserInputError(f"{what} fails on inputs of shape {tuple(x.shape[1:])} from the data "
+                                 f"({type(exc).__name__}: {first}); build it for that input shape") from None
     check_logits(out, num_classes, what)

@@ -1,12 +1,19 @@
-"""Partition layer: data-independent Voronoi partitions of the input space and blocked
-nearest-centroid assignment.
+"""Partition layer: cells of the input space, one protocol for every kind.
 
-Public API: :class:`PartitionSpec` (kind ``uniform`` / ``heldout`` / ``projection``, label-pure
-option), :func:`build_partition` -> :class:`Partition` (``assign(source)`` -> int64 cell ids,
-``record()``, ``heldout_indices_used``), :func:`nearest_centroid` and :class:`CentroidIndex`.
+:class:`~genbound.partition.protocol.PartitionProtocol` (``assign(source)``, ``K``, ``log_K``,
+``record()``, ``max_cell_diameter``, ``depends_on_training_set``, ``uses_heldout``) is followed by
+
+- Voronoi partitions (:mod:`genbound.partition.voronoi`): :class:`PartitionSpec` (kind ``uniform``
+  / ``heldout`` / ``projection``, label-pure option) -> :func:`build_partition` -> :class:`Partition`,
+  with blocked nearest-centroid assignment (:func:`nearest_centroid`, :class:`CentroidIndex`);
+- kappa-fine label-pure grids (:mod:`genbound.partition.grid`): :func:`build_grid` ->
+  :class:`GridPartition` (``grid_partition`` builds one from arrays).
 """
 
 from genbound.partition.assign import CentroidIndex, nearest_centroid
-from genbound.partition.partition import KINDS, Partition, PartitionSpec, build_partition
+from genbound.partition.grid import GridPartition, build_grid, grid_partition
+from genbound.partition.protocol import PartitionProtocol
+from genbound.partition.voronoi import KINDS, Partition, PartitionSpec, build_partition
 
-__all__ = ["KINDS", "CentroidIndex", "Partition", "PartitionSpec", "build_partition", "nearest_centroid"]
+__all__ = ["KINDS", "CentroidIndex", "GridPartition", "Partition", "PartitionProtocol", "PartitionSpec",
+           "build_grid", "build_partition", "grid_partition", "nearest_centroid"]

@@ -15,7 +15,7 @@ belongs to the last bin. Every cell region is therefore a box with sides ``<= ka
 known by construction, never estimated from points. ``K = num_classes * prod_i B_i`` and
 ``log_K`` is computed in log space, so ``d = 784`` or ``d = 150528`` works. Cell coordinates are
 never turned into one big integer: occupied cells are relabelled to compact int64 ids, jointly
-over the training and held-out samples (and later via :meth:`GridPartition.assign`, which maps
+over the training and held-out samples (and later via :meth:`GridPartition.assign_arrays`, which maps
 coordinates through the same dictionary), so one cell always has one id.
 
 Cell boundaries are evaluated in float64 (relative error ~1e-16 of kappa); the sound stability
@@ -31,7 +31,7 @@ import numpy as np
 
 from genbound.errors import UserInputError
 
-__all__ = ["GridPartition", "grid_partition", "grid_num_bins"]
+__all__ = ["GridPartition", "build_grid", "grid_partition", "grid_num_bins"]
 
 # K is returned as a Python int only while it fits in int64 (JSON/numpy safe); beyond, None.
 _K_INT_LIMIT = 2**63 - 1
@@ -94,7 +94,13 @@ def grid_num_bins(lo: np.ndarray, hi: np.ndarray, kappa: float) -> np.ndarray:
 
 @dataclass
 class GridPartition:
-    """A kappa-fine label-pure l_inf grid over a fixed range, with a consistent id dictionary."""
+    """A kappa-fine label-pure l_inf grid over a fixed range, with a consistent id dictionary.
+
+    Follows :class:`genbound.partition.protocol.PartitionProtocol`: ``assign(source)`` streams a
+    data source (ids handed out in order of first appearance, so assigning the training set and
+    then the held-out set gives the ids :func:`grid_partition` gives), ``record()``,
+    ``max_cell_diameter`` (known by construction), never built with training or held-out data.
+    """
 
     kappa: float
     lo: np.ndarray  # float64[d]
@@ -103,9 +109,12 @@ class GridPartition:
     bins: np.ndarray  # int64[d]
     log_K: float
     K: int | None
-    train_cell: np.ndarray = field(repr=False)
-    heldout_cell: np.ndarray = field(repr=False)
+    train_cell: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    heldout_cell: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
     _ids: dict = field(default_factory=dict, repr=False)
+
+    depends_on_training_set = False  # a fixed range and side: a function of nothing observed
+    uses_heldout = False
 
     @property
     def d(self) -> int:
@@ -116,9 +125,16 @@ class GridPartition:
         side = np.minimum(self.kappa, self.hi - self.lo)
         return {"linf": float(side.max()), "l2": float(math.sqrt(float(np.sum(side**2))))}
 
-    @property
+    def diameter(self, norm: str) -> float | None:
+        """Largest cell diameter in ``norm`` (``linf`` or ``l2``), by construction."""
+        return self.max_cell_diameter.get(norm)
+
+    def heldout_statistics_mask(self, m: int) -> np.ndarray:
+        """bool[m]: every held-out sample (the grid uses none of them)."""
+        return np.ones(m, dtype=bool)
+
     def record(self) -> dict:
-        """The partition spec recorded with every result (spec §1)."""
+        """The partition spec recorded with every result (spec §1; keys of the protocol)."""
         lo, hi = self.lo, self.hi
         scalar = bool(np.all(lo == lo[0]) and np.all(hi == hi[0]))
         return {
@@ -132,7 +148,8 @@ class GridPartition:
             "max_cell_diameter": self.max_cell_diameter,
             "K": self.K,
             "log_K": float(self.log_K),
-            "data_independent": True,
+            "depends_on_training_set": self.depends_on_training_set,
+            "uses_heldout": self.uses_heldout,
             "seed": None,
             "n_occupied": len(self._ids),
         }
@@ -146,22 +163,33 @@ class GridPartition:
             )
         return _coords(a, self.lo, self.hi, self.kappa, self.bins)
 
-    def assign(self, x, y) -> np.ndarray:
+    def assign_arrays(self, x, y) -> np.ndarray:
         """Cell ids of new samples, consistent with the ids already handed out.
 
-        Cells not seen before get fresh ids after the existing ones (ids need not be < K).
+        Cells not seen before get fresh ids after the existing ones, in order of first appearance
+        (ids need not be < K).
         """
         c = self.coordinates(x)
         lab = _as_labels(y, c.shape[0], self.num_classes, "y")
-        keys = _row_keys(c, lab)
-        out = np.empty(len(keys), dtype=np.int64)
-        for i, k in enumerate(keys):
-            j = self._ids.get(k)
+        if c.shape[0] == 0:
+            return np.zeros(0, np.int64)
+        full = np.ascontiguousarray(np.concatenate([lab[:, None], c], axis=1).astype(np.int64, copy=False))
+        rows = full.view(np.dtype((np.void, full.dtype.itemsize * full.shape[1]))).ravel()
+        uniq, first, inv = np.unique(rows, return_index=True, return_inverse=True)
+        ids = np.empty(uniq.size, dtype=np.int64)
+        for r in np.argsort(first, kind="stable"):  # new cells numbered in order of first appearance
+            key = uniq[r].tobytes()
+            j = self._ids.get(key)
             if j is None:
                 j = len(self._ids)
-                self._ids[k] = j
-            out[i] = j
-        return out
+                self._ids[key] = j
+            ids[r] = j
+        return ids[inv.ravel()]
+
+    def assign(self, source, *, batch_size: int = 4096, device=None, progress_bar: bool = True) -> np.ndarray:
+        """Cell ids of every sample of a :class:`~genbound.data.source.DataSource` (streamed in batches)."""
+        parts = [self.assign_arrays(x, y) for x, y in source.batches(batch_size)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _coords(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, kappa: float, bins: np.ndarray) -> np.ndarray:
@@ -180,10 +208,49 @@ def _coords(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, kappa: float, bins: n
     return c
 
 
-def _row_keys(coords: np.ndarray, labels: np.ndarray) -> list[bytes]:
-    full = np.concatenate([labels[:, None], coords], axis=1).astype(np.int64, copy=False)
-    full = np.ascontiguousarray(full)
-    return [row.tobytes() for row in full]
+def _grid_size(lo: np.ndarray, hi: np.ndarray, kappa: float, num_classes: int) -> tuple[np.ndarray, float, int | None]:
+    bins = grid_num_bins(lo, hi, kappa)
+    log_K = math.log(num_classes) + float(np.sum(np.log(bins.astype(np.float64))))
+    K: int | None = None
+    if log_K < math.log(_K_INT_LIMIT) - 1.0:  # cheap pre-check, then exact integer product
+        k = num_classes
+        for b in bins.tolist():
+            k *= int(b)
+        K = k if k <= _K_INT_LIMIT else None
+    return bins, log_K, K
+
+
+def _check_args(kappa: float, num_classes: int) -> tuple[float, int]:
+    kappa = float(kappa)
+    if not (math.isfinite(kappa) and kappa > 0):
+        raise UserInputError(f"kappa must be a positive finite number, got {kappa!r}")
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise UserInputError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return kappa, int(num_classes)
+
+
+def _range(range, d: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: A002
+    try:
+        lo_in, hi_in = range
+    except (TypeError, ValueError):
+        raise UserInputError(f"range must be a pair (lo, hi), got {range!r}") from None
+    lo = np.broadcast_to(np.asarray(lo_in, dtype=np.float64), (d,)).copy()
+    hi = np.broadcast_to(np.asarray(hi_in, dtype=np.float64), (d,)).copy()
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo)):
+        raise UserInputError(f"range must be finite with hi > lo, got {range!r}")
+    return lo, hi
+
+
+def build_grid(*, kappa: float, input_dim: int, num_classes: int, range: tuple = (0.0, 1.0)) -> GridPartition:  # noqa: A002
+    """The kappa-fine label-pure grid of side ``kappa`` over ``range`` for inputs of ``input_dim``
+    features, before any sample is seen (cells get ids as :meth:`GridPartition.assign` meets them)."""
+    kappa, num_classes = _check_args(kappa, num_classes)
+    d = int(input_dim)
+    if d < 1:
+        raise UserInputError("input_dim must be >= 1")
+    lo, hi = _range(range, d)
+    bins, log_K, K = _grid_size(lo, hi, kappa, num_classes)
+    return GridPartition(kappa=kappa, lo=lo, hi=hi, num_classes=num_classes, bins=bins, log_K=log_K, K=K)
 
 
 def grid_partition(
@@ -208,14 +275,9 @@ def grid_partition(
     range : ``(lo, hi)`` scalars, or per-dimension arrays; fixed in advance, default [0, 1].
 
     Returns a :class:`GridPartition` with ``train_cell`` / ``heldout_cell`` (int64, compact,
-    jointly relabelled), ``K`` (int, or None beyond int64), ``log_K`` and ``record``.
+    jointly relabelled), ``K`` (int, or None beyond int64), ``log_K`` and ``record()``.
     """
-    kappa = float(kappa)
-    if not (math.isfinite(kappa) and kappa > 0):
-        raise UserInputError(f"kappa must be a positive finite number, got {kappa!r}")
-    if int(num_classes) != num_classes or num_classes < 1:
-        raise UserInputError(f"num_classes must be a positive integer, got {num_classes!r}")
-    num_classes = int(num_classes)
+    kappa, num_classes = _check_args(kappa, num_classes)
     tx = _as_2d(train_x, "train_x")
     d = tx.shape[1]
     if d < 1:
@@ -236,24 +298,8 @@ def grid_partition(
             )
         hy = _as_labels(heldout_y, hx.shape[0], num_classes, "heldout_y")
 
-    try:
-        lo_in, hi_in = range
-    except (TypeError, ValueError):
-        raise UserInputError(f"range must be a pair (lo, hi), got {range!r}") from None
-    lo = np.broadcast_to(np.asarray(lo_in, dtype=np.float64), (d,)).copy()
-    hi = np.broadcast_to(np.asarray(hi_in, dtype=np.float64), (d,)).copy()
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo)):
-        raise UserInputError(f"range must be finite with hi > lo, got {range!r}")
-
-    bins = grid_num_bins(lo, hi, kappa)
-    log_K = math.log(num_classes) + float(np.sum(np.log(bins.astype(np.float64))))
-    K: int | None = None
-    if log_K < math.log(_K_INT_LIMIT) - 1.0:  # cheap pre-check, then exact integer product
-        k = num_classes
-        for b in bins.tolist():
-            k *= int(b)
-        K = k if k <= _K_INT_LIMIT else None
-
+    lo, hi = _range(range, d)
+    bins, log_K, K = _grid_size(lo, hi, kappa, num_classes)
     coords = _coords(np.concatenate([tx, hx], axis=0), lo, hi, kappa, bins)
     labels = np.concatenate([ty, hy])
     n = tx.shape[0]

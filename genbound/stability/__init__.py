@@ -1,33 +1,23 @@
 """Stability layer: per-sample "stable at kappa_j" flags for a whole kappa grid in one call.
 
-Engines (all empirical, ``sound=False``): :func:`noise_stability` (uniform l_inf / l_2 ball or
-Gaussian draws) and :func:`pgd_stability` (untargeted PGD on the predicted label, l_inf / l_2,
-early exit with flips carried up the grid). :func:`stability_flags` dispatches by method name.
-All return a :class:`StabilityResult` (``stable`` bool[n, J] = spec §1 ``train_stable``).
+One protocol (:mod:`genbound.stability.engine`): an engine processes batches of a
+:class:`~genbound.data.source.DataSource` and returns per-batch results that merge into one
+:class:`StabilityResult` (``stable`` bool[n, J] = spec §1 ``train_stable``, predictions,
+evidence). One registry (:mod:`genbound.stability.registry`): ``noise`` and ``pgd`` (empirical,
+``sound=False``: a flip not found is evidence, not proof) and ``ibp``, ``crown``, ``exact`` (the
+sound verifier, :mod:`genbound.stability.sound`: every ``True`` flag is a proof).
+:func:`stability_flags` runs any of them by name.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from genbound.attacks import sample_ball
+from genbound.stability.engine import BatchResult, StabilityEngine, StabilityResult, merge_batches, run_engine
+from genbound.stability.noise import NoiseEngine, noise_stability
+from genbound.stability.pgd import PGDEngine, pgd_stability
+from genbound.stability.registry import ENGINES, make_engine, stability_flags
+from genbound.stability.sound.certify import SoundEngine
 
-import numpy as np
-from torch import nn
-
-from genbound.data.source import DataSource
-from genbound.errors import UserInputError
-from genbound.stability.base import StabilityResult, sample_ball
-from genbound.stability.noise import noise_stability
-from genbound.stability.pgd import pgd_stability
-
-METHODS = {"noise": noise_stability, "pgd": pgd_stability}
-
-
-def stability_flags(model: nn.Module, source: DataSource, kappas: Sequence[float] | np.ndarray, method: str = "pgd", **kwargs: Any) -> StabilityResult:
-    """Run stability engine ``method`` ("noise" or "pgd") over the whole kappa grid; kwargs go to the engine."""
-    if method not in METHODS:
-        raise UserInputError(f"stability method must be one of {sorted(METHODS)}; got {method!r} "
-                             "(sound methods such as IBP/CROWN are not available in this layer)")
-    return METHODS[method](model, source, kappas, **kwargs)
-
-
-__all__ = ["METHODS", "StabilityResult", "noise_stability", "pgd_stability", "sample_ball", "stability_flags"]
+__all__ = ["ENGINES", "BatchResult", "NoiseEngine", "PGDEngine", "SoundEngine", "StabilityEngine", "StabilityResult",
+           "make_engine", "merge_batches", "noise_stability", "pgd_stability", "run_engine", "sample_ball",
+           "stability_flags"]

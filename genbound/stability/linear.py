@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from genbound.errors import UserInputError
+from genbound.kappas import check_kappas
 
 __all__ = ["linear_rule_predict", "linear_rule_stability"]
 
@@ -42,9 +43,7 @@ def linear_rule_stability(w: np.ndarray, b: float, x: np.ndarray, kappas: Sequen
     x = np.asarray(x, np.float64)
     if x.ndim != 2 or x.shape[1] != w.size:
         raise UserInputError(f"x must have shape (n, {w.size}) to match w, got {x.shape}")
-    k = np.asarray(kappas, np.float64).reshape(-1)
-    if k.size == 0 or np.any(~np.isfinite(k)) or np.any(k <= 0):
-        raise UserInputError(f"kappas must be finite and > 0, got {k.tolist()}")
+    k = check_kappas(kappas, norm="unbounded", positive=True)
     lo, hi = float(domain[0]), float(domain[1])
     if np.any(x < lo) or np.any(x > hi):
         raise UserInputError(f"inputs must lie in the domain [{lo}, {hi}]")

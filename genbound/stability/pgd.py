@@ -23,7 +23,7 @@ carry_flips=False`` runs every step of every restart on every sample at every ka
 reference a benchmark compares against; its flags need not be monotone).
 
 Sound pre-screen (``prescreen``): before the attack, pairs whose margins a sound bound proves
-positive on the whole ball (:mod:`genbound.stability.prescreen`) are marked stable and not
+positive on the whole ball (:mod:`genbound.stability.sound.prescreen`) are marked stable and not
 attacked. No iterate of any attack can flip such a pair, so the flags are those of the attack
 alone; only the cost falls (a stable pair otherwise runs every step). ``"auto"`` (default) uses it
 with early exit where the bound's body runs in float32 with its rounding errors enclosed (CPU,
@@ -41,131 +41,140 @@ weight gradients are never computed (parameters are frozen during the attack).
 
 from __future__ import annotations
 
-import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genbound.collect import eval_mode
+from genbound import names
+from genbound.attacks import project_step, random_start
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
-from genbound.stability.prescreen import PGDPrescreen
-from genbound.stability.base import UNITS, EvalCounter, StabilityResult, frozen_parameters, sample_ball
-from genbound.torch_utils import check_kappas, float_key, generator, progress, resolve_device
+from genbound.stability.engine import UNITS, BatchResult, StabilityResult, run_engine
+from genbound.stability.sound.prescreen import PGDPrescreen
+from genbound.torch_utils import check_kappas
 
 
-def _step(x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, kappa: float, alpha: float, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        x_new = x_adv + alpha * grad.sign()
-        x_new = torch.minimum(torch.maximum(x_new, x - kappa), x + kappa)
-    else:
-        flat = grad.reshape(grad.shape[0], -1)
-        gn = flat.norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.ndim - 1)))
-        x_new = x_adv + alpha * grad / gn
-        delta = x_new - x
-        dn = delta.reshape(delta.shape[0], -1).norm(dim=1).view(-1, *([1] * (grad.ndim - 1)))
-        x_new = x + delta * torch.clamp(kappa / dn.clamp_min(1e-12), max=1.0)
-    return x_new.clamp_(0.0, 1.0)
+class PGDEngine:
+    """The PGD attack as a :class:`~genbound.stability.engine.StabilityEngine` (module docstring)."""
+
+    name, sound = "pgd", False
+
+    def __init__(self, *, norm: str = "linf", steps: int = 10, restarts: int = 1, step_size: float | None = None,
+                 rel_step_size: float = 2.5, seed: int = 0, early_exit: bool = True, carry_flips: bool = True,
+                 prescreen: bool | str = "auto", batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        if norm not in names.NORMS:
+            raise UserInputError(f"PGD norm must be 'linf' or 'l2'; got {norm!r}")
+        if steps < 0 or restarts < 1 or batch_size < 1:
+            raise UserInputError("need steps >= 0, restarts >= 1, batch_size >= 1")
+        if step_size is not None and step_size <= 0:
+            raise UserInputError(f"step_size must be positive; got {step_size}")
+        if prescreen not in (True, False, "auto"):
+            raise UserInputError(f"prescreen must be true, false or 'auto'; got {prescreen!r}")
+        self.norm, self.steps, self.restarts, self.step_size = norm, int(steps), int(restarts), step_size
+        self.rel_step_size, self.seed, self.early_exit, self.carry_flips = rel_step_size, int(seed), early_exit, carry_flips
+        self.prescreen, self.batch_size = prescreen, int(batch_size)
+
+    def start(self, model: nn.Module, kappas: np.ndarray, device: torch.device) -> None:
+        self.k = kappas
+        self.alphas = [float(self.step_size) if self.step_size is not None
+                       else self.rel_step_size * float(kp) / max(self.steps, 1) for kp in kappas]
+        self.dev = device
+        self.model = model.to(device)
+        use = self.prescreen is True or (self.prescreen == "auto" and self.early_exit)
+        self.screen = PGDPrescreen(self.model, self.norm, kappas, device, float32_only=self.prescreen == "auto") if use else None
+
+    def update(self, x: torch.Tensor, index: np.ndarray) -> BatchResult:
+        model, k, norm, steps, dev = self.model, self.k, self.norm, self.steps, self.dev
+        early_exit, carry_flips = self.early_exit, self.carry_flips
+        b, J = x.shape[0], k.size
+        fwd = bwd = 0
+        with torch.no_grad():
+            logits = model(x)
+            pred = logits.argmax(1)
+        fwd += b
+        screened = self.screen.certify_counted(x, logits) if self.screen is not None else None
+        certified = screened[0] if screened is not None else torch.zeros(b, J, dtype=torch.bool)
+        found = torch.zeros(b, J, dtype=torch.bool)  # flip found at kappa_j (this batch)
+        for j, kappa in enumerate(k):
+            if kappa == 0:
+                continue  # the 0-ball is {x}: never a flip
+            cand = ~found[:, :j].any(1) if (carry_flips and j > 0) else torch.ones(b, dtype=torch.bool)
+            cand &= ~certified[:, j]
+            for r in range(self.restarts):
+                act = cand & ~found[:, j] if early_exit else cand
+                ids = torch.nonzero(act).flatten()
+                if ids.numel() == 0:
+                    break
+                xs = x[ids.to(dev)]
+                x_adv = (xs + random_start(norm, float(kappa), xs.shape[1:], self.seed,
+                                           [int(index[int(i)]) for i in ids], r).to(dev)).clamp_(0.0, 1.0)
+                for t in range(steps + 1):
+                    need_grad = t < steps
+                    x_adv.requires_grad_(need_grad)
+                    with torch.set_grad_enabled(need_grad):
+                        logits = model(x_adv)
+                        fwd += ids.numel()
+                        target = pred[ids.to(dev)]
+                        flipped = (logits.detach().argmax(1) != target).cpu()
+                        if flipped.any():
+                            found[ids[flipped], j] = True
+                        if not need_grad:
+                            break
+                        if early_exit and flipped.all():
+                            break
+                        loss = F.cross_entropy(logits, target, reduction="sum")
+                        (grad,) = torch.autograd.grad(loss, x_adv)
+                        bwd += ids.numel()
+                    with torch.no_grad():
+                        x_adv = project_step(x_adv.detach(), xs, grad, float(kappa), self.alphas[j], norm)
+                    if early_exit and flipped.any():
+                        keep = ~flipped
+                        ids, xs, x_adv = ids[keep], xs[keep.to(dev)], x_adv[keep.to(dev)]
+        fnp = found.numpy()
+        if carry_flips:
+            fnp = np.logical_or.accumulate(fnp, axis=1)
+        counts: dict[str, Any] = {"forward": fwd, "backward": bwd}
+        if screened is not None:
+            counts.update(screened[1])
+        return BatchResult(index=index, stable=~fnp, pred=pred.cpu().numpy().astype(np.int64), counts=counts)
+
+    def evidence(self, counts: dict[str, Any], n: int) -> dict[str, Any]:
+        fwd, bwd = int(counts.get("forward", 0)), int(counts.get("backward", 0))
+        step_size, norm = self.step_size, self.norm
+        return {"method": "pgd", "sound": False, "norm": norm, "units": UNITS, "kappas": self.k.tolist(),
+                "steps": self.steps, "restarts": self.restarts,
+                "step_size": float(step_size) if step_size is not None else f"{self.rel_step_size} * kappa / steps",
+                "step_sizes": self.alphas, "random_start": f"uniform in the {norm} ball, clipped to [0,1]",
+                "target": "predicted label (untargeted)", "loss": "cross-entropy w.r.t. the predicted label",
+                "seed": self.seed, "seed_scheme": "random start of (sample i, radius kappa, restart r) from a "
+                "torch.Generator seeded with derive_seed(seed, i, float64 bits of kappa, r)",
+                "early_exit": bool(self.early_exit), "carry_flips": bool(self.carry_flips), "clip": [0.0, 1.0],
+                "batch_size": self.batch_size, "n": int(n),
+                "model_evals": {"forward": fwd, "backward": bwd, "total": fwd + bwd},
+                "prescreen": self.screen.evidence(counts) if self.screen is not None else None}
 
 
 def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] | np.ndarray, *, norm: str = "linf", steps: int = 10,
                   restarts: int = 1, step_size: float | None = None, rel_step_size: float = 2.5, seed: int = 0,
                   early_exit: bool = True, carry_flips: bool = True, prescreen: bool | str = "auto",
                   batch_size: int = DEFAULT_BATCH_SIZE,
-                  device: str | torch.device | None = None, progress_bar: bool = True) -> StabilityResult:
+                  device: str | torch.device | None = None, progress_bar: bool = True,
+                  indices: np.ndarray | None = None) -> StabilityResult:
     """Stable flags bool[n, J] for the whole kappa grid from an untargeted PGD attack (module doc).
 
     ``step_size``: absolute step in pixel units for every kappa; default
     ``rel_step_size * kappa / steps`` (2.5 kappa / steps).
-    ``prescreen``: skip the pairs a sound bound proves stable (:mod:`genbound.stability.prescreen`;
+    ``prescreen``: skip the pairs a sound bound proves stable (:mod:`genbound.stability.sound.prescreen`;
     no attack could flip them, so the flags are unchanged): ``"auto"`` with early exit where the
     float32 bound applies, ``True`` always (float64 where float32 does not apply), ``False`` never.
+    ``indices``: only these positions of the source (a shard or a subsample).
     """
-    if norm not in ("linf", "l2"):
-        raise UserInputError(f"PGD norm must be 'linf' or 'l2'; got {norm!r}")
-    if steps < 0 or restarts < 1 or batch_size < 1:
-        raise UserInputError("need steps >= 0, restarts >= 1, batch_size >= 1")
-    if step_size is not None and step_size <= 0:
-        raise UserInputError(f"step_size must be positive; got {step_size}")
-    if prescreen not in (True, False, "auto"):
-        raise UserInputError(f"prescreen must be true, false or 'auto'; got {prescreen!r}")
-    d = source.dim
-    k = check_kappas(kappas, norm=norm, dim=d)
-    alphas = [float(step_size) if step_size is not None else rel_step_size * float(kp) / max(steps, 1) for kp in k]
-    dev = resolve_device(device)
-    model = model.to(dev)
-    n, J = len(source), k.size
-    unstable = np.zeros((n, J), dtype=bool)
-    preds = np.empty(n, dtype=np.int64)
-    counter = EvalCounter()
-    t0 = time.perf_counter()
-    with eval_mode(model, what="the PGD stability check"), frozen_parameters(model):
-        use = prescreen is True or (prescreen == "auto" and early_exit)
-        screen = PGDPrescreen(model, norm, k, dev, float32_only=prescreen == "auto") if use else None
-        offset = 0
-        for x, _ in progress(source.batches(batch_size), enabled=progress_bar, desc=f"PGD-{norm} {source.name}",
-                             total=source.num_batches(batch_size), unit="batch"):
-            b, shape = x.shape[0], tuple(x.shape[1:])
-            x = x.to(dev)
-            with torch.no_grad():
-                logits = model(x)
-                pred = logits.argmax(1)
-            counter.forward += b
-            certified = screen.certify(x, logits) if screen is not None else torch.zeros(b, J, dtype=torch.bool)
-            preds[offset:offset + b] = pred.cpu().numpy()
-            found = torch.zeros(b, J, dtype=torch.bool)  # flip found at kappa_j (this batch)
-            for j, kappa in enumerate(k):
-                if kappa == 0:
-                    continue  # the 0-ball is {x}: never a flip
-                cand = ~found[:, :j].any(1) if (carry_flips and j > 0) else torch.ones(b, dtype=torch.bool)
-                cand &= ~certified[:, j]
-                for r in range(restarts):
-                    act = cand & ~found[:, j] if early_exit else cand
-                    ids = torch.nonzero(act).flatten()
-                    if ids.numel() == 0:
-                        break
-                    start = torch.stack([sample_ball(norm, float(kappa), 1, shape, generator(seed, offset + int(i), float_key(kappa), r))[0]
-                                         for i in ids]).to(dev)
-                    xs = x[ids.to(dev)]
-                    x_adv = (xs + start).clamp_(0.0, 1.0)
-                    for t in range(steps + 1):
-                        need_grad = t < steps
-                        x_adv.requires_grad_(need_grad)
-                        with torch.set_grad_enabled(need_grad):
-                            logits = model(x_adv)
-                            counter.forward += ids.numel()
-                            target = pred[ids.to(dev)]
-                            flipped = (logits.detach().argmax(1) != target).cpu()
-                            if flipped.any():
-                                found[ids[flipped], j] = True
-                            if not need_grad:
-                                break
-                            if early_exit and flipped.all():
-                                break
-                            loss = F.cross_entropy(logits, target, reduction="sum")
-                            (grad,) = torch.autograd.grad(loss, x_adv)
-                            counter.backward += ids.numel()
-                        with torch.no_grad():
-                            x_adv = _step(x_adv.detach(), xs, grad, float(kappa), alphas[j], norm)
-                        if early_exit and flipped.any():
-                            keep = ~flipped
-                            ids, xs, x_adv = ids[keep], xs[keep.to(dev)], x_adv[keep.to(dev)]
-            fnp = found.numpy()
-            if carry_flips:
-                fnp = np.logical_or.accumulate(fnp, axis=1)
-            unstable[offset:offset + b] = fnp
-            offset += b
-    evidence = {"method": "pgd", "sound": False, "norm": norm, "units": UNITS, "kappas": k.tolist(),
-                "steps": int(steps), "restarts": int(restarts),
-                "step_size": float(step_size) if step_size is not None else f"{rel_step_size} * kappa / steps",
-                "step_sizes": alphas, "random_start": f"uniform in the {norm} ball, clipped to [0,1]",
-                "target": "predicted label (untargeted)", "loss": "cross-entropy w.r.t. the predicted label",
-                "seed": int(seed), "seed_scheme": "random start of (sample i, radius kappa, restart r) from a "
-                "torch.Generator seeded with derive_seed(seed, i, float64 bits of kappa, r)", "early_exit": bool(early_exit),
-                "carry_flips": bool(carry_flips), "clip": [0.0, 1.0], "batch_size": int(batch_size), "n": int(n),
-                "model_evals": counter.as_dict(), "prescreen": screen.evidence() if screen is not None else None,
-                "wall_s": round(time.perf_counter() - t0, 3), "device": str(dev)}
-    return StabilityResult(stable=~unstable, kappas=k, pred=preds, evidence=evidence)
+    engine = PGDEngine(norm=norm, steps=steps, restarts=restarts, step_size=step_size, rel_step_size=rel_step_size,
+                       seed=seed, early_exit=early_exit, carry_flips=carry_flips, prescreen=prescreen,
+                       batch_size=batch_size)
+    k = check_kappas(kappas, norm=norm, dim=source.dim)
+    return run_engine(engine, model, source, k, batch_size=batch_size, device=device, indices=indices,
+                      progress_bar=progress_bar, desc=f"PGD-{norm} {source.name}")

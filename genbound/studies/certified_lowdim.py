@@ -12,10 +12,11 @@ and many samples. This study shows both sides with the same code path:
   (:mod:`genbound.data.tabular`);
 * ``mnist5k`` (d = 784): vacuous; the table shows |T|, ln K and U that explain why.
 
-Per task: train, prove stability with ``crown`` (sound; includes IBP) at every kappa of a grid
-declared in advance, build one kappa-fine grid per kappa, compute every result of the spec at
-``delta / J`` (:mod:`genbound.studies.kappa_fine`), report the best certified value over the grid
-at ``delta``, and run the kappa -> 0 sanity check of the stability diagnostics.
+Per task: train, then run the pipeline (:func:`genbound.pipeline.evaluate` with
+``stability="crown"`` and ``partition="grid"``): prove stability with ``crown`` (sound; includes
+IBP) at every kappa of a grid declared in advance, build one kappa-fine grid per kappa, compute
+every result of the spec at ``delta / J`` (:mod:`genbound.kappa_fine`), report the best certified
+value over the grid at ``delta``, and run the kappa -> 0 sanity check of the stability diagnostics.
 """
 
 from __future__ import annotations
@@ -31,19 +32,21 @@ import torch
 
 from genbound import __version__
 from genbound.bounds import SCHEMA, save_stats_npz
+from genbound.config import Config
 from genbound.data import TensorSource, load_dataset, split_source
 from genbound.data.lowdim import sample_lowdim, true_error
 from genbound.data.tabular import apply_range, fit_range, load_tabular, three_way_split
 from genbound.fileio import make_output_folder, write_text
+from genbound.kappa_fine import KappaFineResult
 from genbound.models import mlp, train_classifier, with_normalization
-from genbound.stability.sound import sound_stability
-from genbound.studies.kappa_fine import KappaFineResult, kappa_fine_bounds
+from genbound.pipeline import evaluate
 from genbound.torch_utils import progress as progress_iter
 
 __all__ = ["TaskSpec", "TaskResult", "StudyResult", "study_tasks", "run_task", "run_certified_lowdim"]
 
 LABEL_NOISE = 0.05
 CHECK_LIMIT = 0.5  # a synthetic task must have certified theorem_n below this
+SOUND_BATCH = 2048  # samples per batch of the pipeline (collect, crown)
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,7 @@ def _load(spec: TaskSpec, seed: int) -> tuple[np.ndarray, ...]:
 
 
 def run_task(spec: TaskSpec, delta: float = 0.05, seed: int = 0, progress: bool = True) -> TaskResult:
-    """Train, prove stability (crown), bound on one kappa-fine grid per kappa; one task of the study."""
+    """Train, then the pipeline: prove stability (crown), bound on one kappa-fine grid per kappa."""
     t0 = time.perf_counter()
     x, y, hx, hy, C, rec, norm = _load(spec, seed)
     d = x.shape[1]
@@ -287,29 +290,28 @@ def run_task(spec: TaskSpec, delta: float = 0.05, seed: int = 0, progress: bool 
     net = mlp(input_shape=shape, num_classes=C, hidden=spec.hidden, seed=seed)
     model = with_normalization(net, norm).eval()
     xs = x.reshape(-1, *shape)
-    train_classifier(model, TensorSource(xs, y, name=spec.name, num_classes=C), epochs=spec.epochs,
-                     batch_size=spec.batch_size, lr=spec.lr, seed=seed, progress_bar=False)
+    train_src = TensorSource(xs, y, name=spec.name, num_classes=C)
+    train_classifier(model, train_src, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=seed,
+                     progress_bar=False)
     model.eval()
-    pred = _predict(model, xs)
-    hpred = _predict(model, hx.reshape(-1, *shape))
-    loss, hloss = (pred != y).astype(np.uint8), (hpred != hy).astype(np.uint8)
-    res = sound_stability(model, torch.from_numpy(np.ascontiguousarray(xs)), list(spec.kappas), norm="linf",
-                          method="crown", batch_size=2048, progress=progress)
-    if res.evidence["status"] != "verified":
-        raise RuntimeError(f"{spec.name}: the sound verifier could not walk the model: {res.evidence['unsupported_reason']}")
+    held_src = TensorSource(hx.reshape(-1, *shape), hy, name=f"{spec.name}-heldout", num_classes=C)
+    cfg = Config(kappas=spec.kappas, partition="grid", stability="crown", norm="linf", delta=delta,
+                 batch_size=SOUND_BATCH, progress=progress)
+    ev = evaluate({spec.name: model}, train_src, held_src, cfg)
+    res_ev = ev.records["stability"][spec.name]
+    if res_ev["status"] != "verified":
+        raise RuntimeError(f"{spec.name}: the sound verifier could not walk the model: {res_ev['unsupported_reason']}")
+    kf = ev.grids[spec.name]
+    errs = ev.records["models"][0]
     te = None
     if spec.source == "synthetic":
         te = true_error(lambda a: _predict(model, a), d, spec.rule, LABEL_NOISE, draws=spec.fresh, seed=seed + 99)
-    kf = kappa_fine_bounds(model=spec.name, train_x=x, train_y=y, train_loss=loss, stable=res.stable,
-                           kappas=spec.kappas, num_classes=C, delta=delta, heldout_x=hx, heldout_y=hy,
-                           heldout_loss=hloss, stability_method="crown", stability_sound=True,
-                           partition_note={"source_data": "none (data-independent grid over [0,1]^d)"})
-    ev = {k: v for k, v in res.evidence.items() if k in ("method", "sound", "norm", "kappas", "status", "tolerance",
-                                                          "proven_stable_per_kappa", "intermediate_bounds")}
+    ev_rec = {k: v for k, v in res_ev.items() if k in ("method", "sound", "norm", "kappas", "status", "tolerance",
+                                                      "proven_stable_per_kappa", "intermediate_bounds")}
     rec.update(n=int(x.shape[0]), m=int(hx.shape[0]), d=int(d), num_classes=int(C),
                model={"factory": "mlp", "hidden": list(spec.hidden), "epochs": spec.epochs, "lr": spec.lr,
                       "batch_size": spec.batch_size, "seed": seed, "input_normalization": None if norm is None else norm.as_dict()})
-    return TaskResult(spec, kf, float(loss.mean()), float(hloss.mean()), te, rec, _jsonable(ev),
+    return TaskResult(spec, kf, float(errs["train_error"]), float(errs["heldout_error"]), te, rec, _jsonable(ev_rec),
                       time.perf_counter() - t0)
 
 

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genbound.attacks import ascent_step, project_delta
 from genbound.errors import UserInputError
+from genbound.torch_utils import model_mode
 
 
 def kl_div(logits_nat: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
@@ -29,12 +31,7 @@ def trades_attack(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = 
     if norm not in ("linf", "l2"):
         raise UserInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
     alpha = eps / 4 if step_size is None else float(step_size)
-    modes = {m: m.training for m in model.modules()}
-    flags = {p: p.requires_grad for p in model.parameters()}
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+    with model_mode(model, grad=False, warn=False):
         with torch.no_grad():
             p_nat = model(x).detach()
         d = 0.001 * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -43,20 +40,7 @@ def trades_attack(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = 
             loss = kl_div(p_nat, model(x + d))
             (g,) = torch.autograd.grad(loss, d)
             with torch.no_grad():
-                if norm == "linf":
-                    d = (d + alpha * g.sign()).clamp(-eps, eps)
-                else:
-                    gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
-                    d = d + alpha * g / gn
-                    n = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
-                    d = d * torch.clamp(eps / n, max=1.0)
-                if clip is not None:
-                    d = (x + d).clamp(clip[0], clip[1]) - x
-    finally:
-        for m, was in modes.items():
-            m.training = was
-        for p, was in flags.items():
-            p.requires_grad_(was)
+                d = project_delta(d + ascent_step(g, alpha, norm), x, eps, norm, clip)
     return (x + d).detach()
 
 

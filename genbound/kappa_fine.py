@@ -7,7 +7,11 @@ computed on partition j with the stability flags at kappa_j, at ``delta_j = delt
 (:func:`genbound.bounds.grids.split_delta`): all J partitions' certified values then hold at once
 with probability >= 1 - delta, and the best over the grid is certified at 1 - delta.
 
-No torch here: the caller supplies losses and stability flags (sound ones for proofs).
+:func:`grid_bounds` computes every result from grids whose cells are already assigned (the
+pipeline, :func:`genbound.pipeline.evaluate` with ``partition="grid"``, streams its data sources
+through :class:`~genbound.partition.grid.GridPartition`); :func:`kappa_fine_bounds` builds the
+grids from in-memory arrays first (models outside torch, e.g. a linear rule). No torch here: the
+caller supplies losses and stability flags (sound ones for proofs).
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import numpy as np
 from genbound.bounds import BoundReport, SampleStats, compute_bounds
 from genbound.bounds.grids import best_over_grid, split_delta
 from genbound.bounds.sanity import kappa_zero_check
-from genbound.partition.grid import grid_partition
+from genbound.partition.grid import GridPartition, grid_partition
 
-__all__ = ["KappaFineResult", "kappa_fine_bounds"]
+__all__ = ["KappaFineResult", "grid_bounds", "kappa_fine_bounds"]
 
 
 @dataclass
@@ -82,22 +86,38 @@ def kappa_fine_bounds(*, model: str, train_x: np.ndarray, train_y: np.ndarray, t
         The input range was fitted on the training sample: every partition result is a diagnostic.
     """
     kappas = [float(k) for k in kappas]
-    J = len(kappas)
+    grids = []
+    for kap in kappas:
+        part = grid_partition(train_x, train_y, heldout_x, heldout_y, kappa=kap, num_classes=num_classes, range=range)
+        grids.append((part, part.train_cell, part.heldout_cell))
+    return grid_bounds(model=model, grids=grids, train_loss=train_loss, stable=stable, delta=delta,
+                       heldout_loss=heldout_loss, stability_method=stability_method, stability_sound=stability_sound,
+                       partition_depends_on_train=partition_depends_on_train, partition_note=partition_note)
+
+
+def grid_bounds(*, model: str, grids: Sequence[tuple[GridPartition, np.ndarray, np.ndarray]], train_loss: np.ndarray,
+                stable: np.ndarray, delta: float, heldout_loss: np.ndarray | None = None, stability_method: str = "crown",
+                stability_sound: bool = True, partition_depends_on_train: bool = False,
+                partition_note: dict | None = None) -> KappaFineResult:
+    """Every result of the spec on J assigned grids ``(grid, train cells, held-out cells)``, grid j
+    of side kappa_j with the flags ``stable[:, j]``, each at ``delta / J`` (module docstring)."""
+    J = len(grids)
     dj = split_delta(delta, J)
     stable = np.asarray(stable, dtype=bool).reshape(len(train_loss), J)
     reports, stats_all, parts = [], [], []
-    for j, kap in enumerate(kappas):
-        part = grid_partition(train_x, train_y, heldout_x, heldout_y, kappa=kap, num_classes=num_classes, range=range)
-        rec = {**part.record, **(partition_note or {}), "delta": dj}
+    for j, (part, train_cell, heldout_cell) in enumerate(grids):
+        kap = part.kappa
+        rec = {**part.record(), **(partition_note or {}), "delta": dj}
         s = SampleStats(
-            train_cell=part.train_cell, train_loss=train_loss, kappas=[kap], train_stable=stable[:, j:j + 1],
-            heldout_cell=part.heldout_cell if heldout_loss is not None else np.zeros(0, np.int64),
+            train_cell=train_cell, train_loss=train_loss, kappas=[kap], train_stable=stable[:, j:j + 1],
+            heldout_cell=heldout_cell if heldout_loss is not None else np.zeros(0, np.int64),
             heldout_loss=heldout_loss if heldout_loss is not None else np.zeros(0, np.uint8),
             K=part.K, log_K=None if part.K is not None else part.log_K, model=model,
             stability_method=stability_method, stability_sound=stability_sound, norm="linf", label_pure=True,
-            max_cell_diameter=part.max_cell_diameter["linf"],
+            max_cell_diameter=part.diameter("linf"),
             partition={k: v for k, v in rec.items() if k not in ("label_pure", "max_cell_diameter")},
-            partition_depends_on_train=partition_depends_on_train,
+            partition_depends_on_train=partition_depends_on_train or part.depends_on_training_set,
+            partition_uses_heldout=part.uses_heldout,
         )
         stats_all.append(s)
         reports.append(compute_bounds(s, dj))

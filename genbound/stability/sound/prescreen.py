@@ -11,12 +11,12 @@ For a sample x whose float32 prediction is c and a radius kappa (pixel units, th
 intersected with [0, 1]^d as PGD clips it), a pair is *certified* when, for the real-valued network
 with the model's weights, every margin ``z_c(x') - z_j(x')`` (j != c) has a lower bound
 ``> PRESCREEN_RTOL * (1 + max_j |z_j(x)|)`` over the ball. The bound is the verifier's
-(:mod:`genbound.stability.sound`): interval bounds (IBP) through the network, then CROWN
+(:mod:`genbound.stability.sound.propagate`): interval bounds (IBP) through the network, then CROWN
 back-substitution through the *head* -- the trailing Linear/ReLU/Flatten layers -- concretized
 with the interval bounds where the head begins (the whole network for an MLP); the larger of that
 and the plain IBP bound is kept. Both are valid lower bounds, so the certificate is sound.
 
-Arithmetic: where :mod:`genbound.stability.interval32` applies (CPU, float32 weights, supported
+Arithmetic: where :mod:`genbound.stability.sound.float32` applies (CPU, float32 weights, supported
 body layers), the interval bounds of the body run in float32 with every rounding error enclosed,
 and so does the head's widest product (its first Linear, ``|A W| r``); the rest of the head is
 float64. Elsewhere everything is float64, as in the verifier. ``PRESCREEN_RTOL = 1e-4`` is far
@@ -52,8 +52,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from genbound.stability import interval32 as _i32
-from genbound.stability import sound as _sound
+from genbound.stability.sound import float32 as _i32
+from genbound.stability.sound.graph import UnsupportedModelError, compile_network
+from genbound.stability.sound.propagate import InputSet, backward, ibp_pass, margin_lower_bounds, margin_matrix
+from genbound.stability.sound.certify import RADIUS_INFLATION, structure_mismatch
 
 PRESCREEN_RTOL = 1e-4
 _HEAD_OPS = ("Linear", "Flatten", "Identity", "Dropout", "BatchNorm1d")
@@ -93,9 +95,9 @@ class PGDPrescreen:
         self.split: int | None = None  # the head's first Linear, when its product runs in float32
         self.body_precision, self.body_reason = "float64", None
         try:
-            self.net = _sound.compile_network(model, device)
+            self.net = compile_network(model, device)
             self.stop = head_start(self.net)
-        except _sound.UnsupportedModelError as e:
+        except UnsupportedModelError as e:
             self.net, self.status, self.reason = None, "unverified", str(e)
 
     def _setup_float32(self, x64: torch.Tensor) -> None:
@@ -141,18 +143,18 @@ class PGDPrescreen:
         """Lower bound of the smallest margin, float64[b], over the kappa-ball in [0, 1]^d."""
         net, stop = self.net, self.stop
         nodes = net.nodes
-        inset = _sound._InputSet.ball(x64, kappa * (1.0 + _sound.RADIUS_INFLATION), self.norm, (0.0, 1.0))
+        inset = InputSet.ball(x64, kappa * (1.0 + RADIUS_INFLATION), self.norm, (0.0, 1.0))
         bounds: list = [None] * len(nodes)
         if self.body32 is not None:
             bounds[stop] = tuple(t.to(torch.float64) for t in self.body32(inset.lo, inset.hi)[stop])
-            _sound._ibp_pass(net, bounds, stop + 1)
+            ibp_pass(net, bounds, stop + 1)
         else:
             bounds[0] = (inset.lo, inset.hi)
-            _sound._ibp_pass(net, bounds)
-        ibp_lb, _ = _sound.margin_lower_bounds(net, x64, pred, inset, "ibp", bounds=bounds)
-        C = _sound._margin_matrix(pred, nodes[-1].shape[0], x64.dtype)
+            ibp_pass(net, bounds)
+        ibp_lb, _ = margin_lower_bounds(net, x64, pred, inset, "ibp", bounds=bounds)
+        C = margin_matrix(pred, nodes[-1].shape[0], x64.dtype)
         if self.split is None:
-            head_lb = _sound._backward(net, len(nodes) - 1, C, bounds, inset, stop=stop)
+            head_lb = backward(net, len(nodes) - 1, C, bounds, inset, stop=stop)
         else:
             head_lb = self._split_head(C, bounds)
         return torch.maximum(ibp_lb, head_lb).min(1).values
@@ -169,7 +171,7 @@ class PGDPrescreen:
         multiples of ``2^-126`` for underflow (entries of ``A`` below float32's range included).
         """
         W32 = self._split_weight
-        bias, A = _sound._backward(self.net, len(self.net.nodes) - 1, C, bounds, None, form_at=self.split)
+        bias, A = backward(self.net, len(self.net.nodes) - 1, C, bounds, None, form_at=self.split)
         lo, hi = bounds[self.stop]
         B = lo.shape[0]
         r = ((hi - lo) * 0.5).reshape(B, -1)
@@ -190,6 +192,14 @@ class PGDPrescreen:
                 + Ma.sum(-1).to(torch.float64) + 2 * d)
         return bias + center - (upper + 2.0 * _i32.TINY32 * tiny)
 
+    def certify_counted(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """:meth:`certify` and this call's counters (the engine merges them over batches and shards)."""
+        tried0, cert0, wall0 = list(self.tried), list(self.certified), self.wall_s
+        out = self.certify(x, logits)
+        return out, {"prescreen_tried": [a - b for a, b in zip(self.tried, tried0)],
+                     "prescreen_certified": [a - b for a, b in zip(self.certified, cert0)],
+                     "prescreen_wall_s": self.wall_s - wall0}
+
     def certify(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         kappas, b = self.kappas, x.shape[0]
         out = torch.zeros(b, kappas.size, dtype=torch.bool)
@@ -198,7 +208,7 @@ class PGDPrescreen:
         t0 = time.perf_counter()
         with torch.no_grad():
             if not self.checked:
-                res = _sound.structure_mismatch(self.net, self.model, x[:_CHECK_SAMPLES], float(kappas.max()),
+                res = structure_mismatch(self.net, self.model, x[:_CHECK_SAMPLES], float(kappas.max()),
                                                 (0.0, 1.0), self.device, self.param_dtype)
                 self.checked = True
                 if isinstance(res, str):
@@ -235,7 +245,11 @@ class PGDPrescreen:
         self.wall_s += time.perf_counter() - t0
         return out
 
-    def evidence(self) -> dict[str, Any]:
+    def evidence(self, counts: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The pre-screen's record; ``counts``: merged counters of :meth:`certify` (default: this object's)."""
+        tried = list(self.tried) if counts is None else list(counts.get("prescreen_tried", [0] * self.kappas.size))
+        certified = list(self.certified) if counts is None else list(counts.get("prescreen_certified", [0] * self.kappas.size))
+        wall = self.wall_s if counts is None else float(counts.get("prescreen_wall_s", 0.0))
         return {"method": "interval bounds + CROWN on the network's head, pairs proven stable are not attacked",
                 "sound": True, "mode": "auto (float32 bounds only)" if self.float32_only else "on",
                 "status": self.status, "unsupported_reason": self.reason,
@@ -244,6 +258,6 @@ class PGDPrescreen:
                 "float64; the first Linear's product in float32, rounding errors enclosed",
                 "tolerance": f"margin lower bound > {PRESCREEN_RTOL} * (1 + max_j |logit_j(x)|)",
                 "head_from_node": None if self.net is None else self.stop,
-                "tried_per_kappa": list(self.tried), "certified_per_kappa": list(self.certified),
-                "attempts": int(sum(self.tried)), "pairs_certified": int(sum(self.certified)),
-                "wall_s": round(self.wall_s, 3)}
+                "tried_per_kappa": tried, "certified_per_kappa": certified,
+                "attempts": int(sum(tried)), "pairs_certified": int(sum(certified)),
+                "wall_s": round(wall, 3)}

@@ -1,11 +1,11 @@
 """Interval bounds in float32 with every rounding error enclosed: the cheap part of a sound bound.
 
-Float64 interval bounds (:mod:`genbound.stability.sound`) cost a float64 convolution per layer
+Float64 interval bounds (:mod:`genbound.stability.sound.propagate`) cost a float64 convolution per layer
 and bound, several times a float32 one on a CPU. This module propagates interval bounds through
 the *body* of a compiled network (up to a given node) in float32, widening every interval by a
 worst-case bound on the rounding error of the float32 arithmetic that produced it, so that each
 result encloses the exact real-valued interval bound. The PGD pre-screen
-(:mod:`genbound.stability.prescreen`) uses it before the float64 head.
+(:mod:`genbound.stability.sound.prescreen`) uses it before the float64 head.
 
 The enclosure
 -------------
@@ -46,10 +46,8 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from genbound.stability import sound as _sound
 
 U32 = 2.0 ** -24
 TINY32 = 2.0 ** -126
@@ -95,13 +93,13 @@ def unavailable(device: torch.device) -> str | None:
     return None
 
 
-def _f32(t: torch.Tensor, what: str) -> torch.Tensor:
+def f32(t: torch.Tensor, what: str) -> torch.Tensor:
     if t.dtype != torch.float32 or t.device.type != "cpu":
         raise Unsupported(f"{what} is {t.dtype} on {t.device}; float32 intervals need float32 weights on CPU")
     return t.detach()
 
 
-def _round_out(lo64: torch.Tensor, hi64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def round_out(lo64: torch.Tensor, hi64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lo, hi = lo64.to(torch.float32), hi64.to(torch.float32)
     inf = torch.tensor(float("inf"), dtype=torch.float32)
     lo = torch.where(lo.to(lo64.dtype) > lo64, torch.nextafter(lo, -inf), lo)
@@ -109,7 +107,7 @@ def _round_out(lo64: torch.Tensor, hi64: torch.Tensor) -> tuple[torch.Tensor, to
     return lo, hi
 
 
-class _Generic:
+class Generic:
     """Affine map in centre/radius form (see the module docstring for the enclosure)."""
 
     def __init__(self, fwd, absfwd, absbias, n: int, wmax: float) -> None:
@@ -129,7 +127,7 @@ class _Generic:
         return cc - R, cc + R
 
 
-class _NonnegPool:
+class NonnegPool:
     """Average pool with square windows ``k x k``, stride ``k``, on non-negative inputs: lo/hi form."""
 
     def __init__(self, kh: int, kw: int) -> None:
@@ -153,7 +151,7 @@ class _NonnegPool:
         return (self.pool(lo) * (1.0 - self.g) - self.eta).clamp(min=0), self.pool(hi) * (1.0 + self.g) + self.eta
 
 
-def _pool_windows(m: nn.Module, in_shape) -> tuple[int, int] | None:
+def pool_windows(m: nn.Module, in_shape) -> tuple[int, int] | None:
     """``(kh, kw)`` when ``m`` is a non-overlapping, unpadded average pool over whole windows."""
     H, W = in_shape[-2], in_shape[-1]
     if type(m) is nn.AdaptiveAvgPool2d:
@@ -170,50 +168,6 @@ def _pool_windows(m: nn.Module, in_shape) -> tuple[int, int] | None:
             return None
         return int(k[0]), int(k[1])
     return None
-
-
-def _affine_op(op, in_shape, nonneg: bool):
-    """The float32 operation of one affine node, or raise :class:`Unsupported`."""
-    m, name = op.module, op.name
-    t = type(m)
-    if name in ("Identity", "Dropout", "Dropout1d", "Dropout2d"):
-        return None  # bounds pass through
-    if name == "Flatten":
-        return lambda lo, hi: (m(lo), m(hi))
-    if t is nn.Conv2d:
-        if m.padding_mode != "zeros" or m.groups != 1:
-            raise Unsupported(f"Conv2d with padding_mode={m.padding_mode!r}, groups={m.groups}")
-        W = _f32(m.weight, "a Conv2d weight")
-        b = None if m.bias is None else _f32(m.bias, "a Conv2d bias")
-        Wa = W.abs()
-        kw = dict(stride=m.stride, padding=m.padding, dilation=m.dilation)
-        n = W[0].numel() + (b is not None)
-        return _Generic(lambda c: F.conv2d(c, W, b, **kw), lambda r: F.conv2d(r, Wa, None, **kw),
-                        None if b is None else b.abs().reshape(1, -1, 1, 1), n, float(Wa.max()))
-    if t is nn.Linear:
-        W = _f32(m.weight, "a Linear weight")
-        b = None if m.bias is None else _f32(m.bias, "a Linear bias")
-        Wa = W.abs()
-        return _Generic(lambda c: F.linear(c, W, b), lambda r: F.linear(r, Wa),
-                        None if b is None else b.abs(), W.shape[1] + (b is not None), float(Wa.max()))
-    if name == "Normalize":
-        mean, std = _f32(m.mean, "a normalization mean"), _f32(m.std, "a normalization std")
-        sa = std.abs()
-        # (x - mean) / std: two roundings per output, like a dot product of two terms
-        return _Generic(lambda c: _sound._normalize(c, mean, std),
-                        lambda r: _sound._normalize(r, torch.zeros_like(mean), sa),
-                        _sound._normalize(torch.zeros((1, *in_shape), dtype=torch.float32), -mean.abs(), sa)[0], 2,
-                        float((1.0 / sa).max()))
-    if t in (nn.AvgPool2d, nn.AdaptiveAvgPool2d):
-        win = _pool_windows(m, in_shape)
-        if win is None:
-            raise Unsupported(f"{name} with overlapping, padded or partial windows")
-        pool = _NonnegPool(*win)
-        if nonneg:
-            return pool
-        n = win[0] * win[1]
-        return _Generic(pool.pool, pool.pool, None, n + 1, 1.0)
-    raise Unsupported(f"no float32 enclosure for {name}")
 
 
 def _add(a, b):
@@ -242,15 +196,15 @@ class Float32Intervals:
                 nonneg[i] = nonneg[nd.inputs[0]] and nonneg[nd.inputs[1]]
             elif nd.kind == "affine":
                 src = nd.inputs[0]
-                self.ops[i] = _affine_op(nd.op, net.nodes[src].shape, nonneg[src])
+                self.ops[i] = nd.op.float32(net.nodes[src].shape, nonneg[src])
                 passes = self.ops[i] is None or nd.op.name == "Flatten"
-                nonneg[i] = nonneg[src] and (passes or isinstance(self.ops[i], _NonnegPool))
+                nonneg[i] = nonneg[src] and (passes or isinstance(self.ops[i], NonnegPool))
             else:
                 raise Unsupported(f"node kind {nd.kind!r}")
 
     def __call__(self, lo64: torch.Tensor, hi64: torch.Tensor) -> list:
         out: list = [None] * (self.upto + 1)
-        out[0] = _round_out(lo64, hi64)
+        out[0] = round_out(lo64, hi64)
         for i in range(1, self.upto + 1):
             nd = self.net.nodes[i]
             if nd.kind == "relu":

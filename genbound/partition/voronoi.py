@@ -34,10 +34,11 @@ import torch
 
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
+from genbound.names import VORONOI_KINDS
 from genbound.partition.assign import CentroidIndex
 from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
 
-KINDS = ("uniform", "heldout", "projection")
+KINDS = VORONOI_KINDS
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,24 @@ class Partition:
     max_cell_diameter = None
     """Unknown for Voronoi cells (never estimated from points): no cell is ever proven from it."""
 
+    depends_on_training_set = False
+    """Built from the seed, the input dimension and (``heldout`` kinds) held-out data only."""
+
+    @property
+    def uses_heldout(self) -> bool:
+        return self.spec.uses_heldout
+
+    def diameter(self, norm: str) -> float | None:
+        """Largest cell diameter in ``norm``: unknown (``None``) for Voronoi cells."""
+        return None
+
     def record(self) -> dict[str, Any]:
-        """The partition spec as every result records it (spec/bounds.md §1)."""
+        """The partition spec as every result records it (spec/bounds.md §1; keys of the protocol)."""
         return {**asdict(self.spec), "K": self.K, "log_K": self.log_K, "input_dim": self.input_dim,
                 "source": self.source, "max_cell_diameter": None,
                 "n_heldout_used": int(self.heldout_indices_used.size),
                 "heldout_indices_hash": array_hash(self.heldout_indices_used) if self.heldout_indices_used.size else None,
-                "independent_of_training_sample": True}
+                "depends_on_training_set": self.depends_on_training_set, "uses_heldout": self.uses_heldout}
 
     def heldout_statistics_mask(self, m: int) -> np.ndarray:
         """bool[m]: held-out samples *not* used as centroids (use only these for held-out statistics)."""

@@ -1,0 +1,20 @@
+"""The names a run can ask for, in one place: the configuration validates against these and the
+layers dispatch on them (no torch here, so the config and the bounds-only CLI can read it)."""
+
+from __future__ import annotations
+
+#: Stability engines (``genbound.stability.registry``): empirical first, then sound verifiers.
+EMPIRICAL_METHODS = ("pgd", "noise")
+SOUND_METHODS = ("ibp", "crown", "exact")
+STABILITY_METHODS = EMPIRICAL_METHODS + SOUND_METHODS
+
+#: Norms of the kappa-balls (PGD, the verifier); the noise engine also draws Gaussian noise.
+NORMS = ("linf", "l2")
+NOISE_KINDS = NORMS + ("gaussian",)
+
+#: Intermediate bounds of the CROWN verifier.
+INTERMEDIATE_BOUNDS = ("crown", "ibp")
+
+#: Partitions (``genbound.partition``): Voronoi kinds, and kappa-fine label-pure grids.
+VORONOI_KINDS = ("uniform", "heldout", "projection")
+PARTITION_KINDS = VORONOI_KINDS + ("grid",)
