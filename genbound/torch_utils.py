@@ -79,22 +79,25 @@ def array_hash(a: Any) -> str:
 
 
 @contextlib.contextmanager
-def model_mode(model: nn.Module, *, training: bool = False, grad: bool | None = None, warn: bool = True,
+def model_mode(model: nn.Module, *, training: bool = False, grad: bool | None = None,
+               grad_only: Iterable[nn.Parameter] | None = None, warn: bool = True,
                what: str = "the pass") -> Iterator[nn.Module]:
     """Put ``model`` (every submodule) in eval mode (``training=True``: train mode) for the block and,
     with ``grad`` given, set ``requires_grad`` of every parameter to it (``False``: input gradients
-    only, the backward pass skips weight gradients); afterwards restore each submodule's
-    ``training`` flag and each parameter's flag. Warns when an eval-mode pass gets a model in
-    train mode (BatchNorm statistics and dropout in train mode give wrong numbers)."""
+    only, the backward pass skips weight gradients), or with ``grad_only`` given, of those
+    parameters alone (every other off); afterwards restore each submodule's ``training`` flag and
+    each parameter's flag. Warns when an eval-mode pass gets a model in train mode (BatchNorm
+    statistics and dropout in train mode give wrong numbers)."""
     saved = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()] if grad is not None else []
+    wanted = None if grad_only is None else {id(p) for p in grad_only}
+    flags = [(p, p.requires_grad) for p in model.parameters()] if grad is not None or wanted is not None else []
     if warn and model.training and not training:
         warnings.warn(f"model was in train mode; {what} runs it in eval mode (BatchNorm running statistics, "
                       "no dropout) and restores train mode afterwards. Call model.eval() to silence this.",
                       UserWarning, stacklevel=3)
     model.train(training)
     for p, _ in flags:
-        p.requires_grad_(bool(grad))
+        p.requires_grad_(bool(grad) if wanted is None else id(p) in wanted)
     try:
         yield model
     finally:

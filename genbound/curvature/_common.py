@@ -23,6 +23,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from genbound.errors import UserInputError
+from genbound.torch_utils import model_mode as shared_model_mode
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -231,35 +232,27 @@ def model_mode(
             UserWarning,
             stacklevel=3,
         )
-    modes = {m: m.training for m in model.modules()}
-    grad_flags = {p: p.requires_grad for p in model.parameters()}
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     tracking = {m: m.track_running_stats for m in bns}
     buffers = {
         (m, name): b.detach().clone() for m in bns for name, b in m.named_buffers(recurse=False)
     }
-    wanted = {id(p) for p in params}
-    try:
-        model.eval()
-        if bn_mode == "train":
-            for m in bns:
-                m.train()
-                m.track_running_stats = False
-        for p in model.parameters():
-            p.requires_grad_(id(p) in wanted)
-        yield model
-    finally:
-        for m, was in modes.items():
-            m.training = was
-        for m, was in tracking.items():
-            m.track_running_stats = was
-        with torch.no_grad():
-            for (m, name), saved in buffers.items():
-                cur = getattr(m, name)
-                if cur is not None:
-                    cur.copy_(saved)
-        for p, was in grad_flags.items():
-            p.requires_grad_(was)
+    # eval mode and the gradient flags (restored by the shared context), then BatchNorm's own state
+    with shared_model_mode(model, grad_only=params, warn=False):
+        try:
+            if bn_mode == "train":
+                for m in bns:
+                    m.train()
+                    m.track_running_stats = False
+            yield model
+        finally:
+            for m, was in tracking.items():
+                m.track_running_stats = was
+            with torch.no_grad():
+                for (m, name), saved in buffers.items():
+                    cur = getattr(m, name)
+                    if cur is not None:
+                        cur.copy_(saved)
 
 
 def rademacher_like(t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

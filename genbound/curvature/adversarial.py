@@ -22,6 +22,7 @@ from torch import nn
 from genbound.attacks import ascent_step, project_delta
 from genbound.curvature._common import check_device, make_generator, model_dtype, stable_cross_entropy
 from genbound.errors import UserInputError
+from genbound.torch_utils import model_mode
 
 NORMS = ("linf", "l2")
 
@@ -58,20 +59,10 @@ def pgd(
     y = y.to(device=dev, dtype=torch.long)
     if eps == 0 or (steps == 0 and not random_start):
         return x.detach().clone()
-    modes = {m: m.training for m in model.modules()}
-    flags = {p: p.requires_grad for p in model.parameters()}
     out = []
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+    with model_mode(model, grad=False, warn=False):  # input gradients only; flags restored after
         for i in range(0, x.shape[0], batch_size):
             out.append(_pgd_batch(model, x[i : i + batch_size], y[i : i + batch_size], eps, norm, int(steps), alpha, random_start, clip, gen))
-    finally:
-        for m, was in modes.items():
-            m.training = was
-        for p, was in flags.items():
-            p.requires_grad_(was)
     return torch.cat(out)
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from genbound.curvature._common import check_device, model_dtype, wci_parameters
+from genbound.torch_utils import model_mode
 from genbound.curvature.adversarial import NORMS, pgd
 from genbound.curvature.exact import exact
 from genbound.curvature.fisher import fisher
@@ -355,15 +356,10 @@ def wci(
 
 @torch.no_grad()
 def _error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    was = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        wrong = 0
+    wrong = 0
+    with model_mode(model, warn=False):
         for i in range(0, x.shape[0], batch_size):
             wrong += int((model(x[i : i + batch_size]).argmax(1) != y[i : i + batch_size]).sum())
-    finally:
-        for mod, t in was.items():
-            mod.training = t
     return wrong / x.shape[0]
 
 
