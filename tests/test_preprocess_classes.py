@@ -90,11 +90,21 @@ def test_labels_file(tmp_path):
     assert src.labels.tolist() == [1] and src.num_classes == 2
 
 
-def _cifar_model_factory(folder: Path) -> None:
+def _cifar8_project(folder: Path, data_options: str, *, width: int, height: int) -> Path:
+    """A config folder: 8 of CIFAR-10's class folders (2 images each), a 10-class linear model's
+    factory module and ``run.toml`` with ``data_options`` in [data]; returns the config's path."""
+    for i, c in enumerate(CIFAR10[:8]):
+        for j in range(2):
+            _image(folder / "cifar8" / c / f"{j}.png", width, height, seed=10 * i + j)
     (folder / "cifarmodels.py").write_text(
         "from torch import nn\n"
         "def linear(**kw):\n"
         "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))\n")
+    (folder / "run.toml").write_text(
+        f'[data]\ntrain = "cifar8"\nheldout_fraction = 0.5\n{data_options}'
+        '[[models]]\nname = "lin"\nfactory = "cifarmodels:linear"\ninput_normalization = "none"\n'
+        '[bounds]\nkappas = [0.01]\nK = [2]\n[stability]\nmethod = "noise"\ndraws = 1\n')
+    return folder / "run.toml"
 
 
 @pytest.fixture()
@@ -106,15 +116,7 @@ def config_folder(tmp_path, monkeypatch):
 
 def test_evaluate_resolves_a_bare_folder_and_a_factory_beside_the_config(config_folder, capsys):
     cfg_dir = config_folder / "project"
-    for i, c in enumerate(CIFAR10[:8]):
-        for j in range(2):
-            _image(cfg_dir / "cifar8" / c / f"{j}.png", 10, 12, seed=10 * i + j)
-    _cifar_model_factory(cfg_dir)
-    (cfg_dir / "run.toml").write_text(
-        '[data]\ntrain = "cifar8"\nheldout_fraction = 0.5\nclasses = "cifar10"\n'
-        'preprocess = { resize = 8, crop = 8 }\n'
-        '[[models]]\nname = "lin"\nfactory = "cifarmodels:linear"\ninput_normalization = "none"\n'
-        '[bounds]\nkappas = [0.01]\nK = [2]\n[stability]\nmethod = "noise"\ndraws = 1\n')
+    _cifar8_project(cfg_dir, 'classes = "cifar10"\npreprocess = { resize = 8, crop = 8 }\n', width=10, height=12)
     assert cli.main(["evaluate", str(cfg_dir / "run.toml"), "--out", str(config_folder / "out"), "--no-progress"]) == 0
     doc = json.loads((config_folder / "out" / "result.json").read_text())
     model = doc["run"]["models"][0]
@@ -127,14 +129,7 @@ def test_evaluate_resolves_a_bare_folder_and_a_factory_beside_the_config(config_
 
 def test_evaluate_without_the_class_list_refuses_a_partial_folder(config_folder, capsys):
     cfg_dir = config_folder / "project"
-    for i, c in enumerate(CIFAR10[:8]):
-        for j in range(2):
-            _image(cfg_dir / "cifar8" / c / f"{j}.png", 8, 8, seed=10 * i + j)
-    _cifar_model_factory(cfg_dir)
-    (cfg_dir / "run.toml").write_text(
-        '[data]\ntrain = "cifar8"\nheldout_fraction = 0.5\n'
-        '[[models]]\nname = "lin"\nfactory = "cifarmodels:linear"\ninput_normalization = "none"\n'
-        '[bounds]\nkappas = [0.01]\nK = [2]\n[stability]\nmethod = "noise"\ndraws = 1\n')
+    _cifar8_project(cfg_dir, "", width=8, height=8)
     rc = cli.main(["evaluate", str(cfg_dir / "run.toml"), "--out", str(config_folder / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "has 10 outputs but the data have 8 classes" in err and "[data] classes" in err
