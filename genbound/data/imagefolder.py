@@ -104,10 +104,6 @@ class ImageFolderSource(DataSource):
                                  "images to one size")
         return arr
 
-    def sample_ids(self) -> list[str]:
-        """Each sample's file, relative to the folder."""
-        return [os.path.relpath(f, self.root) for f in self.files]
-
     def __len__(self) -> int:
         return len(self.files)
 
