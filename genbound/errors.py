@@ -20,3 +20,8 @@ class UserInputError(ValueError):
 
 class OutputError(RuntimeError):
     """A result could not be written by the system (disk full, permission ...); the message names the path."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), for a one-line error."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]

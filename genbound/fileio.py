@@ -37,7 +37,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-from genbound.errors import OutputError, UserInputError
+from genbound.errors import OutputError, UserInputError, first_line
 
 TMP_PREFIX = ".genbound-tmp-"
 MAX_NPY_HEADER = 10_000  # numpy's own default limit (numpy.lib.format, max_header_size)
@@ -378,5 +378,5 @@ def read_npz(path: str | os.PathLike, *, what: str = "file") -> dict[str, np.nda
 
 
 def _why(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+    text = first_line(exc, 160)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -783,21 +783,13 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def assert_refused(argv: list[str], capsys: pytest.CaptureFixture, root: Path, *expected: str) -> str:
-    """``genbound ARGV`` exits 2 with one line on stderr containing each of ``expected`` and leaves
-    no new file under ``root``."""
+def assert_refused(argv: list[str], root: Path, *expected: str) -> str:
+    """``genbound ARGV``, in this process, is a user error (:func:`assert_user_error`: exit 2, one
+    line containing each of ``expected``, no traceback) that leaves no new file under ``root``."""
     before = _files(root)
-    capsys.readouterr()
-    rc = cli.main(argv)
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2, (rc, err)
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for e in expected:
-        assert e in lines[0], (e, lines[0])
+    line = assert_user_error(argv, in_process=True, contains=expected)
     assert _files(root) - before == set(), _files(root) - before
-    return lines[0]
+    return line
 
 
 def _config(root: Path, *edits: tuple[str, str], name: str = "c.toml") -> str:
@@ -931,31 +923,31 @@ CONFIG_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
-def test_bad_config_value(case: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_config_value(case: str, workdir: Path) -> None:
     edit, expected = CONFIG_CASES[case]
-    assert_refused(_evaluate(_config(workdir, edit)), capsys, workdir, expected)
+    assert_refused(_evaluate(_config(workdir, edit)), workdir, expected)
 
 
-def test_missing_config_file(workdir: Path, capsys: pytest.CaptureFixture) -> None:
-    assert_refused(_evaluate("nope.toml"), capsys, workdir, "config file not found")
+def test_missing_config_file(workdir: Path) -> None:
+    assert_refused(_evaluate("nope.toml"), workdir, "config file not found")
 
 
-def test_empty_weights_file(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_empty_weights_file(workdir: Path) -> None:
     (workdir / "empty.pt").write_bytes(b"")
     cfg = _config(workdir, ('weights = "digits_mlp.safetensors"', 'weights = "empty.pt"'))
-    assert_refused(_evaluate(cfg), capsys, workdir, "empty.pt", "cannot read as a torch checkpoint")
+    assert_refused(_evaluate(cfg), workdir, "empty.pt", "cannot read as a torch checkpoint")
 
 
-def test_empty_safetensors_file(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_empty_safetensors_file(workdir: Path) -> None:
     (workdir / "empty.safetensors").write_bytes(b"")
     cfg = _config(workdir, ('weights = "digits_mlp.safetensors"', 'weights = "empty.safetensors"'))
-    assert_refused(_evaluate(cfg), capsys, workdir, "empty.safetensors", "not a readable safetensors file")
+    assert_refused(_evaluate(cfg), workdir, "empty.safetensors", "not a readable safetensors file")
 
 
-def test_empty_dataset(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_empty_dataset(workdir: Path) -> None:
     np.savez(workdir / "empty.npz", x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64))
     cfg = _config(workdir, ('train = "digits"', 'train = "empty.npz"'))
-    assert_refused(_evaluate(cfg), capsys, workdir, "empty")
+    assert_refused(_evaluate(cfg), workdir, "empty")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1042,35 +1034,35 @@ def _factory_modules(root: Path) -> None:
 
 
 @pytest.mark.parametrize("factory", sorted(FACTORY_CASES))
-def test_bad_factory_in_config(factory: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_factory_in_config(factory: str, workdir: Path) -> None:
     _factory_modules(workdir)
     cfg = _config(workdir, ('factory = "mlp"', f'factory = "{factory}"'),
                   ('weights = "digits_mlp.safetensors"\n', ''))
-    assert_refused(_evaluate(cfg), capsys, workdir, FACTORY_CASES[factory])
+    assert_refused(_evaluate(cfg), workdir, FACTORY_CASES[factory])
 
 
 @pytest.mark.parametrize("factory", ["gbfactories:raises", "gbfactories:wrong_input", "gbfactories:too_few_outputs",
                                      "gbfactories:nan_output", "os:system", "broken_syntax:build", ":"])
-def test_bad_factory_in_wci(factory: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_factory_in_wci(factory: str, workdir: Path) -> None:
     _factory_modules(workdir)
     argv = ["wci", "--model", factory, "--data", "digits", "--subset", "8", "--probes", "2", "--no-normalize",
             "--json", "w.json", "--quiet"]
-    assert_refused(argv, capsys, workdir, FACTORY_CASES[factory])
+    assert_refused(argv, workdir, FACTORY_CASES[factory])
 
 
-def test_os_system_is_refused_before_it_is_called(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_os_system_is_refused_before_it_is_called(workdir: Path) -> None:
     marker = workdir / "ran"
     cfg = _config(workdir, ('factory = "mlp"', 'factory = "os:system"'),
                   ('kwargs = { input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }',
                    f'kwargs = {{ command = "touch {marker}" }}'), ('weights = "digits_mlp.safetensors"\n', ''))
-    assert_refused(_evaluate(cfg), capsys, workdir, "standard library")
+    assert_refused(_evaluate(cfg), workdir, "standard library")
     assert not marker.exists()
     # the same callable re-exported by a user's module is refused by where it comes from
     _factory_modules(workdir)
     cfg = _config(workdir, ('factory = "mlp"', 'factory = "gbfactories:system"'),
                   ('kwargs = { input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }',
                    f'kwargs = {{ command = "touch {marker}" }}'), ('weights = "digits_mlp.safetensors"\n', ''))
-    assert_refused(_evaluate(cfg), capsys, workdir, "is not a model factory")
+    assert_refused(_evaluate(cfg), workdir, "is not a model factory")
     assert not marker.exists()
 
 
@@ -1154,9 +1146,9 @@ FLAG_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(FLAG_CASES))
-def test_bad_flag(case: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_flag(case: str, workdir: Path) -> None:
     argv, expected = FLAG_CASES[case]
-    assert_refused(list(argv), capsys, workdir, expected)
+    assert_refused(list(argv), workdir, expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1170,23 +1162,23 @@ def _stats_npz(path: Path, kappas: list[float], stable: np.ndarray, **extra: obj
     return str(path)
 
 
-def test_sound_flags_must_be_monotone_in_kappa(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_sound_flags_must_be_monotone_in_kappa(workdir: Path) -> None:
     stable = np.array([[True, True], [False, True], [True, False]])  # sample 1: stable only at the larger kappa
     path = _stats_npz(workdir / "s.npz", [0.01, 0.02], stable, stability_sound=np.bool_(True),
                       stability_method=np.str_("crown"))
-    assert_refused(["bounds", path], capsys, workdir, "not monotone in kappa", "sample 1")
+    assert_refused(["bounds", path], workdir, "not monotone in kappa", "sample 1")
 
 
-def test_empirical_flags_may_be_non_monotone(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_empirical_flags_may_be_non_monotone(workdir: Path) -> None:
     stable = np.array([[True, True], [False, True], [True, False]])
     path = _stats_npz(workdir / "s.npz", [0.01, 0.02], stable, stability_method=np.str_("pgd"))
     assert cli.main(["bounds", path]) == 0
 
 
-def test_duplicate_kappas_with_contradictory_flags(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_duplicate_kappas_with_contradictory_flags(workdir: Path) -> None:
     stable = np.array([[True, False], [True, True], [False, False]])
     path = _stats_npz(workdir / "s.npz", [0.01, 0.01], stable)
-    assert_refused(["bounds", path], capsys, workdir, "kappa 0.01 is given 2 times with different stability flags")
+    assert_refused(["bounds", path], workdir, "kappa 0.01 is given 2 times with different stability flags")
 
 
 def test_duplicate_kappas_with_equal_flags_count_once() -> None:
@@ -1198,14 +1190,14 @@ def test_duplicate_kappas_with_equal_flags_count_once() -> None:
     assert s.train_stable.tolist() == [[True, False], [False, False], [True, True]]
 
 
-def test_labels_outside_the_models_classes(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_labels_outside_the_models_classes(workdir: Path) -> None:
     rng = np.random.default_rng(0)
     np.savez(workdir / "d.npz", x=rng.random((40, 1, 8, 8), dtype=np.float32), y=np.arange(40) % 12)
     cfg = _config(workdir, ('train = "digits"', 'train = "d.npz"'))
-    assert_refused(_evaluate(cfg), capsys, workdir, "has 10 outputs but the data have 12 classes")
+    assert_refused(_evaluate(cfg), workdir, "has 10 outputs but the data have 12 classes")
 
 
-def test_nan_weights_in_a_weights_file(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_nan_weights_in_a_weights_file(workdir: Path) -> None:
     from safetensors.numpy import load_file, save_file
     sd = load_file(str(workdir / "digits_mlp.safetensors"))
     key = sorted(sd)[0]
@@ -1213,7 +1205,7 @@ def test_nan_weights_in_a_weights_file(workdir: Path, capsys: pytest.CaptureFixt
     sd[key].flat[0] = np.inf
     save_file(sd, str(workdir / "inf.safetensors"))
     cfg = _config(workdir, ('weights = "digits_mlp.safetensors"', 'weights = "inf.safetensors"'))
-    assert_refused(_evaluate(cfg), capsys, workdir, "holds NaN or inf values", "inf.safetensors")
+    assert_refused(_evaluate(cfg), workdir, "holds NaN or inf values", "inf.safetensors")
 
 
 def test_python_api_refuses_what_the_cli_refuses() -> None:
@@ -1302,9 +1294,9 @@ DATA_CASES = ["nan pixels", "pre-normalized pixels", "8-bit values as floats", "
 
 
 @pytest.mark.parametrize("case", DATA_CASES)
-def test_bad_data(case: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_data(case: str, workdir: Path) -> None:
     data = workdir / "data"
     data.mkdir()
     path, expected = _data_cases(data)[case]
     argv = ["train", "--data", path, "--model", "mlp", "--epochs", "1", "--no-progress", "--out", "w.pt"]
-    assert_refused(argv, capsys, workdir, expected)
+    assert_refused(argv, workdir, expected)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from genbound.data.source import Normalization
-from genbound.errors import UserInputError
+from genbound.errors import UserInputError, first_line
 from genbound.fileio import write_bytes
 from genbound.models.architectures import ARCHITECTURES
 from genbound.models.normalize import with_normalization
@@ -80,7 +80,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             "torch.save(model.state_dict(), path) or as .safetensors") from exc
     except Exception as exc:  # torch.load fails in many ways on a file it did not write (IndexError on 0 bytes)
         raise UserInputError(f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}: "
-                             f"{_first_line(exc) or 'empty or truncated file'})") from None
+                             f"{first_line(exc) or 'empty or truncated file'})") from None
     return _unwrap(obj, path)
 
 
@@ -141,7 +141,7 @@ def _resolve_factory(factory: str) -> tuple[Any, str | None]:
         module = importlib.import_module(mod_name)
     except Exception as exc:  # ImportError, and a SyntaxError or any error raised by the module's own code
         raise UserInputError(f"cannot import module {mod_name!r} of factory {factory!r} "
-                             f"({type(exc).__name__}: {_first_line(exc)})"
+                             f"({type(exc).__name__}: {first_line(exc)})"
                              + ("; is its folder on PYTHONPATH?" if isinstance(exc, ModuleNotFoundError) else "")) from None
     fn: Any = module
     for part in fn_name.split("."):
@@ -172,11 +172,7 @@ def _import_extra(module: str, factory: str) -> Any:
         hint = (" PyPI's torchvision wheels for x86_64 need a CUDA build of torch; install torch and torchvision as a "
                 "matching pair (e.g. both from the PyTorch index for CPU)" if "torchvision::" in str(exc) else "")
         raise UserInputError(f"{factory!r}: {package} is installed but cannot be imported "
-                             f"({type(exc).__name__}: {_first_line(exc)}).{hint}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+                             f"({type(exc).__name__}: {first_line(exc)}).{hint}") from None
 
 
 def model_normalization(model: nn.Module, factory: str) -> Normalization:
@@ -199,11 +195,11 @@ def load_model(factory: str, weights: str | os.PathLike | None = None, *, device
     try:
         model = fn(**kwargs)
     except TypeError as exc:
-        raise UserInputError(f"factory {factory!r} rejected its arguments {sorted(kwargs)}: {_first_line(exc)}") from None
+        raise UserInputError(f"factory {factory!r} rejected its arguments {sorted(kwargs)}: {first_line(exc)}") from None
     except (torch.OutOfMemoryError, UserInputError):  # a reference architecture's own one-line error
         raise
     except Exception as exc:  # the user's factory failed: its message says why
-        raise UserInputError(f"factory {factory!r} raised {type(exc).__name__}: {_first_line(exc)}") from None
+        raise UserInputError(f"factory {factory!r} raised {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise UserInputError(f"factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genbound.errors import UserInputError
+from genbound.errors import UserInputError, first_line
 from genbound.torch_utils import model_mode
 
 def check_finite_weights(model: nn.Module, what: str = "model") -> None:
@@ -48,7 +48,6 @@ def check_model(model: nn.Module, x: torch.Tensor, num_classes: int, *, what: st
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:  # the user's model fails on the data's inputs: a shape or dtype mismatch
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise UserInputError(f"{what} fails on inputs of shape {tuple(x.shape[1:])} from the data "
-                                 f"({type(exc).__name__}: {first}); build it for that input shape") from None
+                                 f"({type(exc).__name__}: {first_line(exc)}); build it for that input shape") from None
     check_logits(out, num_classes, what)
