@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from genbound import __version__
@@ -72,16 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    # under torchrun, rank 0 alone reports (every rank exits with the same code)
+    say = (lambda line: print(line, file=sys.stderr)) if os.environ.get("RANK", "0") == "0" else (lambda line: None)
     try:
         return int(args._run(args) or 0)
     except UserInputError as exc:
-        print(f"genbound {args.command}: error: {exc}", file=sys.stderr)
+        say(f"genbound {args.command}: error: {exc}")
         return 2
     except OutputError as exc:  # the system refused to write a result: one line naming the path, exit 74
-        print(f"genbound {args.command}: error: {exc}", file=sys.stderr)
+        say(f"genbound {args.command}: error: {exc}")
         return EXIT_OUTPUT
     except KeyboardInterrupt:
-        print(f"genbound {args.command}: interrupted", file=sys.stderr)
+        say(f"genbound {args.command}: interrupted")
         return 130
 
 

@@ -6,7 +6,14 @@
 protocol (Voronoi partitions, one per K; or ``partition="grid"``: one kappa-fine label-pure grid
 per kappa, each at ``delta / J``, :mod:`genbound.kappa_fine`). With ``cache_dir`` every expensive step (cell
 assignment per partition, stability flags per model) is saved as it finishes and reused by a
-rerun with the same inputs, so a killed run loses at most the step in progress.
+rerun with the same inputs, so a killed run loses at most the step in progress (the stability
+step also keeps each finished batch, so it loses at most a batch).
+
+Inside an initialized ``torch.distributed`` process group (``torchrun``, or one the caller made)
+every rank must call :func:`evaluate`; the per-sample steps (predictions, cell assignment,
+stability) are shared out between the ranks by whole batches (:mod:`genbound.distributed`), every
+rank gets the same :class:`Evaluation`, equal to a one-process run, and only rank 0 writes (the
+cache, :meth:`Evaluation.save`).
 """
 
 from __future__ import annotations
@@ -26,15 +33,17 @@ from torch import nn
 from genbound import __version__
 from genbound.bounds import BoundReport, SampleStats, compute_bounds, save_stats_npz
 from genbound.bounds.grids import best_over_grid, split_delta
-from genbound.collect import collect
+from genbound.collect import Collected, collect
 from genbound.config import Config, check_model_name, to_toml
 from genbound.data.source import DataSource
+from genbound.distributed import Ranks, current, main_decides, sharded_rows, split_batches
 from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
 from genbound.partition import GridPartition, PartitionProtocol, PartitionSpec, build_grid, build_partition
 from genbound.stability import stability_flags
+from genbound.stability.batch_store import BatchStore
 from genbound.kappas import check_kappas
 
 GRID_NOTE = {"source_data": "none (data-independent grid over [0,1]^d)"}
@@ -117,7 +126,10 @@ class Evaluation:
 
     def save(self, out_dir: str | os.PathLike, *, report: bool = True) -> dict[str, str]:
         """Write ``result.json``, ``samples.npz``, ``config.toml``, ``versions.json`` and (``report``)
-        the page ``report.html`` drawn from those files into ``out_dir``; returns the paths written."""
+        the page ``report.html`` drawn from those files into ``out_dir``; returns the paths written.
+        In a process group only rank 0 writes; the other ranks write nothing and return ``{}``."""
+        if not current().main:
+            return {}
         out = make_output_folder(os.fspath(out_dir))
         paths = {"result": os.path.join(out, "result.json"), "samples": os.path.join(out, "samples.npz"),
                  "config": os.path.join(out, "config.toml"), "versions": os.path.join(out, "versions.json")}
@@ -189,7 +201,8 @@ def _check_inputs(inputs: list[ModelInput], cfg: Config) -> None:
 
 
 def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSource, heldout: DataSource | None,
-             config: Config | None = None, *, cache_dir: str | None = None) -> Evaluation:
+             config: Config | None = None, *, cache_dir: str | None = None,
+             shard: bool | None = None) -> Evaluation:
     """Every bound of the spec for each model, per kappa and per K.
 
     Parameters
@@ -204,12 +217,20 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     config:
         :class:`genbound.config.Config`.
     cache_dir:
-        Where finished steps are saved and looked up (resume after a crash).
+        Where finished steps are saved and looked up (resume after a crash). Shared by the ranks
+        of a process group (each saves its finished stability batches there).
+    shard:
+        Share the per-sample steps out between the ranks of the initialized process group
+        (module docstring); every rank must then call ``evaluate``. ``None``: whenever a group of
+        more than one rank is initialized.
     """
     cfg = config or Config()
+    ranks = current() if shard is not False else Ranks()
+    if shard and not ranks.sharded:
+        ranks = Ranks()  # asked for, but one process: nothing to share out
     inputs = _as_inputs(models, train, heldout)
     _check_inputs(inputs, cfg)
-    if cache_dir:
+    if cache_dir and ranks.main:
         make_output_folder(cache_dir)
     t0 = time.perf_counter()
     kappas = np.asarray(cfg.kappas, dtype=np.float64)
@@ -222,10 +243,9 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     evidence: dict[str, Any] = {}
     errors: dict[str, Any] = {}
     for mi in inputs:
-        tr = collect(mi.model, mi.train, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
-        ho = (collect(mi.model, mi.heldout, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
-              if mi.heldout is not None and len(mi.heldout) else None)
-        stab = _stability(mi, kappas, cfg, cache_dir)
+        tr = _collect(mi.model, mi.train, cfg, ranks)
+        ho = _collect(mi.model, mi.heldout, cfg, ranks) if mi.heldout is not None and len(mi.heldout) else None
+        stab = _stability(mi, kappas, cfg, cache_dir, ranks)
         if not np.array_equal(stab["pred"], tr.pred):
             raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
                                "(non-deterministic model?)")
@@ -235,8 +255,8 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         errors[mi.name] = {"train_error": tr.error, "heldout_error": None if ho is None else ho.error,
                            "train_source": mi.train.describe(), "heldout_source": None if mi.heldout is None else mi.heldout.describe()}
         if cfg.partition == "grid":
-            assigned = [(part, _cells(part, mi.train, cfg, cache_dir, cell_cache),
-                         _cells(part, mi.heldout, cfg, cache_dir, cell_cache) if ho is not None else np.zeros(0, np.int64))
+            assigned = [(part, _cells(part, mi.train, cfg, cache_dir, cell_cache, ranks),
+                         _cells(part, mi.heldout, cfg, cache_dir, cell_cache, ranks) if ho is not None else np.zeros(0, np.int64))
                         for part in partitions.values()]
             kf = grid_bounds(model=mi.name, grids=assigned, train_loss=tr.loss, stable=stab["stable"], delta=cfg.delta,
                              heldout_loss=None if ho is None else ho.loss, stability_method=cfg.stability,
@@ -246,11 +266,11 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             reports.extend(kf.reports)
             continue
         for K, part in partitions.items():
-            tc = _cells(part, mi.train, cfg, cache_dir, cell_cache)
+            tc = _cells(part, mi.train, cfg, cache_dir, cell_cache, ranks)
             hc = hl = np.zeros(0, np.int64)
             if ho is not None:
                 keep = part.heldout_statistics_mask(len(mi.heldout))
-                hc = _cells(part, mi.heldout, cfg, cache_dir, cell_cache)[keep]
+                hc = _cells(part, mi.heldout, cfg, cache_dir, cell_cache, ranks)[keep]
                 hl = ho.loss[keep]
             s = SampleStats(
                 train_cell=tc, train_loss=tr.loss, train_stable=stab["stable"], kappas=kappas, heldout_cell=hc,
@@ -301,8 +321,19 @@ def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None)
     return out
 
 
+def _collect(model: nn.Module, source: DataSource, cfg: Config, ranks: Ranks) -> Collected:
+    """:func:`collect` of ``source``; in a process group each rank collects its batches."""
+    if not ranks.sharded:
+        return collect(model, source, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
+    rows = sharded_rows(lambda idx: {"pred": collect(model, source.subset(idx), batch_size=cfg.batch_size,
+                                                     device=cfg.device, progress_bar=cfg.progress and ranks.main).pred},
+                        split_batches(len(source), cfg.batch_size), len(source), ranks)
+    labels = source.labels.astype(np.int64)
+    return Collected(pred=rows["pred"], loss=(rows["pred"] != labels).astype(np.uint8), labels=labels)
+
+
 def _cells(part: PartitionProtocol, source: DataSource, cfg: Config, cache_dir: str | None,
-           memo: dict[tuple[Any, str], np.ndarray]) -> np.ndarray:
+           memo: dict[tuple[Any, str], np.ndarray], ranks: Ranks) -> np.ndarray:
     if isinstance(part, GridPartition):
         # a grid hands out ids as it meets cells: never from a file, once per (grid, source) in a run
         key = (id(part), source_fingerprint(source))
@@ -313,17 +344,23 @@ def _cells(part: PartitionProtocol, source: DataSource, cfg: Config, cache_dir: 
     if key in memo:
         return memo[key]
     path = os.path.join(cache_dir, f"cells-K{part.K}-{key[1]}.npz") if cache_dir else None
-    if path and os.path.exists(path):
-        cells = np.load(path)["cells"]
-    else:
-        cells = part.assign(source, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
-        if path:
+    # rank 0 reads the cache and hands it out: every rank takes the same branch
+    cells = main_decides(np.load(path)["cells"] if ranks.main and path and os.path.exists(path) else None, ranks)
+    if cells is None:
+        if ranks.sharded:
+            cells = sharded_rows(lambda idx: {"cells": part.assign(
+                source.subset(idx), batch_size=cfg.batch_size, device=cfg.device,
+                progress_bar=cfg.progress and ranks.main)}, split_batches(len(source), cfg.batch_size),
+                len(source), ranks)["cells"]
+        else:
+            cells = part.assign(source, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
+        if path and ranks.main:
             _save_npz_atomic(path, cells=cells)
     memo[key] = cells
     return cells
 
 
-def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str | None) -> dict[str, Any]:
+def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str | None, ranks: Ranks) -> dict[str, Any]:
     params: dict[str, Any] = {"method": cfg.stability, "batch_size": cfg.batch_size,
                               "device": cfg.device, "progress_bar": cfg.progress}
     if cfg.stability == "pgd":
@@ -336,12 +373,19 @@ def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str |
     key = _fingerprint(model_fingerprint(mi.model), source_fingerprint(mi.train), kappas,
                        {k: v for k, v in params.items() if k not in ("device", "progress_bar", "batch_size")})
     path = os.path.join(cache_dir, f"stability-{mi.name}-{key}.npz") if cache_dir else None
-    if path and os.path.exists(path):
+    cached = None
+    if ranks.main and path and os.path.exists(path):
         z = np.load(path)
-        return {"stable": z["stable"], "pred": z["pred"], "evidence": json.loads(str(z["evidence"]))}
+        cached = {"stable": z["stable"], "pred": z["pred"], "evidence": json.loads(str(z["evidence"]))}
+    cached = main_decides(cached, ranks)
+    if cached is not None:
+        return cached
     method = params.pop("method")
-    res = stability_flags(mi.model, mi.train, kappas, method=method, **params)
+    # finished batches are kept until the merged result is saved: a killed run (or rank) resumes from them
+    store = BatchStore(os.path.join(cache_dir, f"stability-{mi.name}-{key}.batches")) if cache_dir else None
+    res = stability_flags(mi.model, mi.train, kappas, method=method, store=store, ranks=ranks, **params)
     evidence = _jsonable(res.evidence)
-    if path:
+    if path and ranks.main:
         _save_npz_atomic(path, stable=res.stable, pred=res.pred, evidence=np.str_(json.dumps(evidence)))
+        store.clear()
     return {"stable": res.stable, "pred": res.pred, "evidence": evidence}

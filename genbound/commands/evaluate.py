@@ -1,4 +1,9 @@
-"""``genbound evaluate CONFIG.toml [--out DIR]``: every bound for your models and data."""
+"""``genbound evaluate CONFIG.toml [--out DIR]``: every bound for your models and data.
+
+Under ``torchrun --nproc-per-node N -m genbound evaluate CONFIG.toml`` the ranks share the
+per-sample steps (:mod:`genbound.distributed`); rank 0 alone writes and prints, the other ranks
+exit 0 quietly (on an error, with the same exit code, rank 0 printing the one line).
+"""
 
 from __future__ import annotations
 
@@ -47,16 +52,27 @@ def _normalization(spec: str | dict, source: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genbound.config import Config, load_config_file
+    from genbound.config import load_config_file
+    from genbound.distributed import process_group
+
+    rc = load_config_file(args.config)
+    with process_group(rc.config.device) as ranks:
+        return _run(args, rc, ranks)
+
+
+def _run(args: argparse.Namespace, rc: Any, ranks: Any) -> int:
+    from genbound.config import Config
     from genbound.data import load_dataset, split_source
     from genbound.fileio import check_output_folder
     from genbound.models import load_model
+    from genbound.distributed import main_decides, rank_device
     from genbound.pipeline import evaluate
 
-    rc = load_config_file(args.config)
-    cfg = rc.config if not args.no_progress else Config(**{**rc.config.to_dict(), "progress": False})
-    out = check_output_folder(args.out or rc.out or os.path.join("runs", time.strftime("evaluate-%Y%m%d-%H%M%S")),
-                             "--out" if args.out else None)
+    cfg = Config(**{**rc.config.to_dict(), "progress": rc.config.progress and not args.no_progress and ranks.main,
+                    "device": rank_device(rc.config.device)})
+    # one output folder for all ranks, even when the ranks' clocks read different seconds
+    out = check_output_folder(main_decides(args.out or rc.out or os.path.join("runs", time.strftime("evaluate-%Y%m%d-%H%M%S")),
+                                           ranks), "--out" if args.out else None)
     source = load_dataset(rc.train, preprocess=rc.preprocess, classes=rc.classes)
     split_record = None
     if rc.heldout is None:
@@ -74,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     ev.records["data"] = {"train": train.describe(), "heldout": heldout.describe(), "split": split_record,
                           "config_file": os.path.abspath(args.config)}
     ev.save(out)
+    if not ranks.main:
+        return 0
     print(ev.table())
     print(f"\nwrote {out}/: result.json, samples.npz, config.toml, versions.json, report.html "
           f"({time.time() - t0:.0f} s)")

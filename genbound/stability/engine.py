@@ -23,17 +23,21 @@ Counters merge by summation (numbers, and lists element by element); a string co
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
-from genbound.errors import UserInputError
+from genbound.distributed import Ranks, collective, current, main_decides, shard_batches, split_batches
 from genbound.torch_utils import model_mode, progress, refuse_train_mode, resolve_device
+
+if TYPE_CHECKING:
+    from genbound.stability.batch_store import BatchStore
 
 __all__ = ["BatchResult", "StabilityEngine", "StabilityResult", "merge_batches", "merge_counts", "run_engine"]
 
@@ -129,35 +133,68 @@ def merge_batches(batches: Sequence[BatchResult], J: int) -> tuple[np.ndarray, n
 def run_engine(engine: StabilityEngine, model: nn.Module, source: DataSource, kappas: np.ndarray, *,
                batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
                indices: np.ndarray | None = None, progress_bar: bool = True,
-               desc: str | None = None) -> StabilityResult:
+               desc: str | None = None, store: "BatchStore | None" = None,
+               ranks: Ranks | None = None) -> StabilityResult:
     """Run ``engine`` over ``source`` (or the positions ``indices`` of it: a shard or a subsample)
-    in batches of ``batch_size`` and merge the batch results (module docstring)."""
-    if int(batch_size) < 1:
-        raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
+    in batches of ``batch_size`` and merge the batch results (module docstring).
+
+    ``store`` (:class:`~genbound.stability.batch_store.BatchStore`): each finished batch is saved
+    there as it completes, and batches found there are not computed again (resume). ``ranks``
+    (:class:`~genbound.distributed.Ranks` of an initialized process group, every rank calling):
+    the batches still to do are shared out between the ranks (:func:`genbound.distributed.shard_batches`)
+    and every rank returns the merged result of all of them, equal to a one-process run.
+    """
+    r = ranks or Ranks()
     dev = resolve_device(device)
     k = np.asarray(kappas, dtype=np.float64)
     t0 = time.perf_counter()
     if engine.sound:  # a proof about a train-mode model would be about another function: refuse, never switch
         refuse_train_mode(model, "certifying stability")
-    if indices is None:
-        n = len(source)
-        starts = range(0, n, batch_size)
-        batches = ((np.arange(s, min(s + batch_size, n), dtype=np.int64), xy) for s, xy in
-                   zip(starts, source.batches(batch_size)))
-        total = source.num_batches(batch_size)
-    else:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        chunks = [idx[s:s + batch_size] for s in range(0, idx.size, batch_size)]
-        batches = ((c, source.get(c)) for c in chunks)
-        total = len(chunks)
-    out = []
-    with model_mode(model, grad=False, what=f"the {engine.name} stability check"):
-        engine.start(model, k, dev)
-        for ix, (x, _) in progress(batches, enabled=progress_bar, desc=desc or f"{engine.name} stability {source.name}",
-                                   total=total, unit="batch"):
-            out.append(engine.update(x.to(dev), ix))
-    index, stable, pred, counts, arrays = merge_batches(out, k.size)
+    batches = split_batches(len(source) if indices is None else indices, batch_size)
+    found: list[BatchResult] = []
+    if store is not None and r.main:
+        found = [b for b in (store.load(ix) for ix in batches) if b is not None]
+    done = main_decides({int(b.index[0]) for b in found}, r) if store is not None else set()
+    mine = shard_batches([ix for ix in batches if int(ix[0]) not in done], r)
+    what = desc or f"{engine.name} stability {source.name}"
+    if r.sharded:
+        what += f" (rank 0's share of {r.world})"
+    if done and r.main and progress_bar:
+        what += f", {len(done)} batches resumed"
+
+    def work() -> list[BatchResult]:
+        out = []
+        with model_mode(model, grad=False, what=f"the {engine.name} stability check"):
+            engine.start(model, k, dev)
+            for ix in progress(mine, enabled=progress_bar and r.main, desc=what, total=len(mine), unit="batch"):
+                x, _ = source.get(ix)
+                b = engine.update(x.to(dev), ix)
+                if store is not None:
+                    store.save(b)
+                _fail_after_batches_for_tests()
+                out.append(b)
+        return out + found
+
+    parts = collective(work, r)
+    index, stable, pred, counts, arrays = merge_batches([b for p in parts for b in p], k.size)
     evidence = engine.evidence(counts, int(index.size))
     evidence["wall_s"] = round(time.perf_counter() - t0, 3)
     evidence["device"] = str(dev)
     return StabilityResult(stable=stable, kappas=k, pred=pred, evidence=evidence, index=index, arrays=arrays)
+
+
+_FAIL_ENV = "GENBOUND_TEST_FAIL_AFTER_BATCHES"
+_batches_done = 0
+
+
+def _fail_after_batches_for_tests() -> None:
+    """Tests only: ``GENBOUND_TEST_FAIL_AFTER_BATCHES=N[:RANK]`` kills this process (``os._exit(9)``, no
+    clean-up, like a killed rank) after its N-th batch (on rank RANK only, when given)."""
+    global _batches_done
+    spec = os.environ.get(_FAIL_ENV)
+    if not spec:
+        return
+    _batches_done += 1
+    n, _, rank = spec.partition(":")
+    if _batches_done >= int(n) and (not rank or int(rank) == current().rank):
+        os._exit(9)
