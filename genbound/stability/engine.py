@@ -145,7 +145,7 @@ def run_engine(engine: StabilityEngine, model: nn.Module, source: DataSource, ka
     and every rank returns the merged result of all of them, equal to a one-process run.
     """
     r = ranks or Ranks()
-    dev = resolve_device(device)
+    dev = resolve_device(device, model)
     k = np.asarray(kappas, dtype=np.float64)
     t0 = time.perf_counter()
     if engine.sound:  # a proof about a train-mode model would be about another function: refuse, never switch
