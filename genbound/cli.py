@@ -13,7 +13,7 @@ import os
 import sys
 
 from genbound import __version__
-from genbound.errors import EXIT_OUTPUT, OutputError, UserInputError
+from genbound.errors import EXIT_OUTPUT, OutputError, PeerError, UserInputError
 
 # Order here is the order shown by ``genbound --help``.
 COMMANDS: dict[str, str] = {
@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as exc:  # the system refused to write a result: one line naming the path, exit 74
         say(f"genbound {args.command}: error: {exc}")
         return EXIT_OUTPUT
+    except PeerError as exc:  # another rank failed (its own traceback is above): one line, exit 1
+        say(f"genbound {args.command}: error: {exc}")
+        return 1
     except KeyboardInterrupt:
         say(f"genbound {args.command}: interrupted")
         return 130

@@ -4,7 +4,7 @@ Under ``torchrun --nproc-per-node N -m genbound evaluate CONFIG`` (or inside a
 ``torch.distributed`` process group the caller initialized) every per-sample step is split into
 disjoint shards, one per rank, and the per-sample arrays are gathered on every rank, so each rank
 ends with the same arrays as a one-process run and computes the same bounds; only rank 0 writes
-files (:func:`is_main`).
+files (``Ranks.main``).
 
 Shards are made of *whole batches* of the one-process run: the index list of a step is cut into
 consecutive batches of ``batch_size`` (the last one shorter), and rank ``r`` of ``W`` takes the
@@ -32,9 +32,9 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
-from genbound.errors import OutputError, UserInputError, first_line
+from genbound.errors import OutputError, PeerError, UserInputError, first_line
 
-__all__ = ["Ranks", "collective", "current", "is_main", "main_decides", "place_rows", "process_group",
+__all__ = ["Ranks", "collective", "current", "main_decides", "place_rows", "process_group",
            "shard_batches", "sharded_rows", "split_batches"]
 
 T = TypeVar("T")
@@ -71,15 +71,6 @@ def current() -> Ranks:
     if dist.is_available() and dist.is_initialized():
         return Ranks(dist.get_rank(), dist.get_world_size())
     return Ranks()
-
-
-def is_main() -> bool:
-    """True unless this process is a rank other than 0: of an initialized group, or of a ``torchrun``
-    launch whose group is not initialized yet (``RANK`` in the environment)."""
-    r = current()
-    if r.sharded:
-        return r.main
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _launched_world() -> int:
@@ -156,10 +147,6 @@ def main_decides(value: T, ranks: Ranks | None = None) -> T:
     """Rank 0's ``value`` on every rank (e.g. whether a cache file exists: all ranks must take the
     same branch, or their collectives no longer match)."""
     return _broadcast(value) if (ranks or current()).sharded else value
-
-
-class PeerError(RuntimeError):
-    """Another rank failed; its message, naming the rank."""
 
 
 def collective(fn: Callable[[], T], ranks: Ranks | None = None) -> list[T]:

@@ -8,6 +8,8 @@
   way, naming the path, with exit code :data:`EXIT_OUTPUT` = 74 (``EX_IOERR`` of sysexits.h,
   distinct from 1 = a check or study that ran but failed). No partial file is left at the path
   (see :mod:`genbound.fileio`).
+- :class:`PeerError`: under ``torchrun``, another rank failed with an error that is not one of
+  the above (that rank reports it in full); rank 0 reports it in one line, exit code 1.
 """
 
 EXIT_USER = 2
@@ -20,6 +22,10 @@ class UserInputError(ValueError):
 
 class OutputError(RuntimeError):
     """A result could not be written by the system (disk full, permission ...); the message names the path."""
+
+
+class PeerError(RuntimeError):
+    """Another rank of a process group failed (``torchrun``); the message names the rank and its error."""
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

@@ -36,7 +36,7 @@ from genbound.bounds.grids import best_over_grid, split_delta
 from genbound.collect import Collected, collect
 from genbound.config import Config, check_model_name, to_toml
 from genbound.data.source import DataSource
-from genbound.distributed import Ranks, current, main_decides, sharded_rows, split_batches
+from genbound.distributed import Ranks, collective, current, main_decides, sharded_rows, split_batches
 from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.kappa_fine import KappaFineResult, grid_bounds
@@ -356,8 +356,8 @@ def _cells(part: PartitionProtocol, source: DataSource, cfg: Config, cache_dir: 
                 len(source), ranks)["cells"]
         else:
             cells = part.assign(source, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
-        if path and ranks.main:
-            _save_npz_atomic(path, cells=cells)
+        if path:  # rank 0 writes; a refused write ends every rank
+            collective(lambda: _save_npz_atomic(path, cells=cells) if ranks.main else None, ranks)
     memo[key] = cells
     return cells
 
@@ -387,7 +387,9 @@ def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str |
     store = BatchStore(os.path.join(cache_dir, f"stability-{mi.name}-{key}.batches")) if cache_dir else None
     res = stability_flags(mi.model, mi.train, kappas, method=method, store=store, ranks=ranks, **params)
     evidence = _jsonable(res.evidence)
-    if path and ranks.main:
-        _save_npz_atomic(path, stable=res.stable, pred=res.pred, evidence=np.str_(json.dumps(evidence)))
-        store.clear()
+    if path:  # rank 0 writes; a refused write ends every rank
+        collective(lambda: _save_npz_atomic(path, stable=res.stable, pred=res.pred, evidence=np.str_(json.dumps(evidence)))
+                   if ranks.main else None, ranks)
+        if ranks.main:
+            store.clear()
     return {"stable": res.stable, "pred": res.pred, "evidence": evidence}

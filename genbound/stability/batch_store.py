@@ -47,14 +47,14 @@ class BatchStore:
     def save(self, b: BatchResult) -> None:
         """Write ``b`` atomically (the folder is created on first use)."""
         make_output_folder(self.folder)
-        members: dict[str, np.ndarray] = {"index": np.asarray(b.index, np.int64), "stable": np.asarray(b.stable, bool),
+        arrays: dict[str, np.ndarray] = {"index": np.asarray(b.index, np.int64), "stable": np.asarray(b.stable, bool),
                                           "pred": np.asarray(b.pred, np.int64),
                                           "counts": np.str_(json.dumps(b.counts, default=_jsonable))}
         for k, a in b.arrays.items():
             a = np.asarray(a)
-            members[(_TEXT if a.dtype == object else _ARRAY) + k] = a.astype(str) if a.dtype == object else a
+            arrays[(_TEXT if a.dtype == object else _ARRAY) + k] = a.astype(str) if a.dtype == object else a
         with atomic_write(self.path(b.index), "wb") as fh:
-            np.savez(fh, **members)
+            np.savez(fh, **arrays)
 
     def load(self, index: np.ndarray) -> BatchResult | None:
         """The stored result of the batch at ``index``, or None (not done, or not readable)."""
