@@ -33,7 +33,8 @@ from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
-from genbound.partition import GridPartition, PartitionProtocol, PartitionSpec, build_grid, build_partition
+from genbound.partition import (GridPartition, KMeansSpec, PartitionProtocol, PartitionSpec, build_grid, build_kmeans,
+                                build_partition)
 from genbound.stability import stability_flags
 from genbound.kappas import check_kappas
 
@@ -213,7 +214,10 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         make_output_folder(cache_dir)
     t0 = time.perf_counter()
     kappas = np.asarray(cfg.kappas, dtype=np.float64)
-    partitions = build_partitions(cfg, train, heldout)
+    # a partition on a model's features belongs to that model: built in the loop, one per model
+    per_model = cfg.partition == "kmeans" and cfg.kmeans_features is not None
+    partitions = {} if per_model else build_partitions(cfg, train, heldout)
+    partition_records: dict[str, Any] = {str(key): p.record() for key, p in partitions.items()}
     cell_cache: dict[tuple[int, str], np.ndarray] = {}
     reports: list[BoundReport] = []
     stats_all: list[SampleStats] = []
@@ -230,6 +234,9 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
                                "(non-deterministic model?)")
         evidence[mi.name] = stab["evidence"]
+        parts = build_partitions(cfg, mi.train, mi.heldout, model=mi.model) if per_model else partitions
+        if per_model:
+            partition_records.update({f"{mi.name}:{key}": p.record() for key, p in parts.items()})
         # a flag proves a cell only when the engine is sound and verified the model it was given
         sound = bool(stab["evidence"].get("sound")) and stab["evidence"].get("status", "verified") == "verified"
         errors[mi.name] = {"train_error": tr.error, "heldout_error": None if ho is None else ho.error,
@@ -237,7 +244,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         if cfg.partition == "grid":
             assigned = [(part, _cells(part, mi.train, cfg, cache_dir, cell_cache),
                          _cells(part, mi.heldout, cfg, cache_dir, cell_cache) if ho is not None else np.zeros(0, np.int64))
-                        for part in partitions.values()]
+                        for part in parts.values()]
             kf = grid_bounds(model=mi.name, grids=assigned, train_loss=tr.loss, stable=stab["stable"], delta=cfg.delta,
                              heldout_loss=None if ho is None else ho.loss, stability_method=cfg.stability,
                              stability_sound=sound, partition_note=GRID_NOTE)
@@ -245,7 +252,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             stats_all.extend(kf.stats)
             reports.extend(kf.reports)
             continue
-        for K, part in partitions.items():
+        for K, part in parts.items():
             tc = _cells(part, mi.train, cfg, cache_dir, cell_cache)
             hc = hl = np.zeros(0, np.int64)
             if ho is not None:
@@ -261,15 +268,15 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             )
             stats_all.append(s)
             reports.append(compute_bounds(s, cfg.delta))
-            if len(partitions) > 1:
-                grid_reports.append(compute_bounds(s, split_delta(cfg.delta, len(partitions))))
+            if len(parts) > 1:
+                grid_reports.append(compute_bounds(s, split_delta(cfg.delta, len(parts))))
     report = BoundReport.merge(reports)
     records = {
         "models": [{"name": mi.name, **getattr(mi.model, "genbound_model", {}),
                     **({"training": _jsonable(mi.model.genbound_training)} if hasattr(mi.model, "genbound_training") else {}),
                     "fingerprint": model_fingerprint(mi.model), **errors[mi.name]} for mi in inputs],
         "stability": evidence,
-        "partitions": {str(key): p.record() for key, p in partitions.items()},
+        "partitions": partition_records,
         "wall_s": round(time.perf_counter() - t0, 3),
         "versions": software_versions(),
     }
@@ -277,7 +284,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         best = [b for kf in grids.values() for b in kf.best]
         records["delta_accounting"] = {name: kf.delta_accounting for name, kf in grids.items()}
     else:
-        best = best_over_grid(grid_reports, cfg.delta, len(partitions), what="K values") if len(partitions) > 1 else []
+        best = best_over_grid(grid_reports, cfg.delta, len(cfg.K), what="K values") if len(cfg.K) > 1 else []
     return Evaluation(report, stats_all, cfg, records, best, grids)
 
 
@@ -285,10 +292,23 @@ def _jsonable(v: Any) -> Any:
     return json.loads(json.dumps(v, default=str))
 
 
-def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None) -> dict[Any, PartitionProtocol]:
-    """The partitions of a run, fixed before any training sample is looked at: one Voronoi
-    partition per K (keyed by K), or one kappa-fine label-pure grid per kappa (keyed by
-    ``"grid:<kappa>"``) over the data's fixed input range."""
+def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None,
+                     model: nn.Module | None = None) -> dict[Any, PartitionProtocol]:
+    """The partitions of a run: one Voronoi partition per K (keyed by K), fixed before any training
+    sample is looked at; one kappa-fine label-pure grid per kappa (keyed by ``"grid:<kappa>"``) over
+    the data's fixed input range; or one k-means partition per K, fitted on a held-out split
+    (independent of the training sample) or on the training set or ``model``'s features (then
+    ``depends_on_training_set`` and every partition result is a diagnostic)."""
+    if cfg.partition == "kmeans":
+        return {K: build_kmeans(KMeansSpec(regions=K, seed=cfg.partition_seed, fit=cfg.kmeans_fit,
+                                           fit_fraction=cfg.kmeans_fit_fraction, features=cfg.kmeans_features,
+                                           iterations=cfg.kmeans_iterations, seeding_sample=cfg.kmeans_seeding_sample,
+                                           backend=cfg.kmeans_backend, label_pure=cfg.label_pure,
+                                           num_classes=train.num_classes if cfg.label_pure else None),
+                                train=train, heldout=heldout, model=model, batch_size=cfg.batch_size, device=cfg.device,
+                                model_id=None if model is None or cfg.kmeans_features is None else model_fingerprint(model),
+                                progress_bar=cfg.progress)
+                for K in cfg.K}
     if cfg.partition == "grid":
         return {f"grid:{k!r}": build_grid(kappa=k, input_dim=train.dim, num_classes=train.num_classes,
                                           range=tuple(train.input_range)) for k in cfg.kappas}
