@@ -34,7 +34,7 @@ from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
 from genbound.partition import (GridPartition, KMeansSpec, PartitionProtocol, PartitionSpec, build_grid, build_kmeans,
-                                build_partition)
+                                build_partition, check_kmeans)
 from genbound.stability import stability_flags
 from genbound.kappas import check_kappas
 
@@ -187,6 +187,10 @@ def _check_inputs(inputs: list[ModelInput], cfg: Config) -> None:
                 x, _ = src.get(np.arange(min(2, len(src))))
                 dev = next((p.device for p in mi.model.parameters()), torch.device("cpu"))
                 check_model(mi.model, x.to(dev), src.num_classes, what=f"model {mi.name!r}")
+        if cfg.partition == "kmeans":
+            for K in cfg.K:
+                check_kmeans(kmeans_spec(cfg, K, mi.train.num_classes), train=mi.train, heldout=mi.heldout,
+                             model=mi.model)
 
 
 def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSource, heldout: DataSource | None,
@@ -300,12 +304,8 @@ def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None,
     (independent of the training sample) or on the training set or ``model``'s features (then
     ``depends_on_training_set`` and every partition result is a diagnostic)."""
     if cfg.partition == "kmeans":
-        return {K: build_kmeans(KMeansSpec(regions=K, seed=cfg.partition_seed, fit=cfg.kmeans_fit,
-                                           fit_fraction=cfg.kmeans_fit_fraction, features=cfg.kmeans_features,
-                                           iterations=cfg.kmeans_iterations, seeding_sample=cfg.kmeans_seeding_sample,
-                                           backend=cfg.kmeans_backend, label_pure=cfg.label_pure,
-                                           num_classes=train.num_classes if cfg.label_pure else None),
-                                train=train, heldout=heldout, model=model, batch_size=cfg.batch_size, device=cfg.device,
+        return {K: build_kmeans(kmeans_spec(cfg, K, train.num_classes), train=train, heldout=heldout, model=model,
+                                batch_size=cfg.batch_size, device=cfg.device,
                                 model_id=None if model is None or cfg.kmeans_features is None else model_fingerprint(model),
                                 progress_bar=cfg.progress)
                 for K in cfg.K}
@@ -319,6 +319,14 @@ def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None,
                              projection_dim=cfg.projection_dim if cfg.partition == "projection" else None)
         out[K] = build_partition(spec, input_dim=train.dim, heldout=heldout, batch_size=cfg.batch_size)
     return out
+
+
+def kmeans_spec(cfg: Config, K: int, num_classes: int) -> KMeansSpec:
+    """The k-means partition with K clusters that ``cfg`` asks for."""
+    return KMeansSpec(regions=K, seed=cfg.partition_seed, fit=cfg.kmeans_fit, fit_fraction=cfg.kmeans_fit_fraction,
+                      features=cfg.kmeans_features, iterations=cfg.kmeans_iterations,
+                      seeding_sample=cfg.kmeans_seeding_sample, backend=cfg.kmeans_backend, label_pure=cfg.label_pure,
+                      num_classes=num_classes if cfg.label_pure else None)
 
 
 def _cells(part: PartitionProtocol, source: DataSource, cfg: Config, cache_dir: str | None,

@@ -2,10 +2,10 @@
 
 ``LayerFeatures(model, "layer4")(x)`` runs ``model`` on ``x`` (``[b, ...]`` in [0, 1] pixels, the
 model's own input) in eval mode without gradients and returns the output of the submodule
-``layer4`` flattened to ``[b, p]`` (float32, on ``x``'s device). The layer is named as
-``model.named_modules()`` names it (``"features.3"``, ``"layer4.1.conv2"``; a model wrapped in
-:class:`genbound.models.Normalize` has its network under ``"model."``; an unknown name lists
-what there is).
+``layer4`` flattened to ``[b, p]`` (float32, on the model's device). The layer is named as the
+network's ``named_modules()`` names it (``"features.3"``, ``"layer4.1.conv2"``); a network that
+genbound put behind its input normalization (:func:`genbound.models.with_normalization`) keeps
+its own names; an unknown name lists what there is.
 
 Features of a trained model depend on its training sample: a partition built on them is a
 diagnostic only (spec/bounds.md §2).
@@ -24,15 +24,24 @@ from genbound.torch_utils import model_mode
 __all__ = ["LayerFeatures", "resolve_layer"]
 
 
+def _network(model: nn.Module) -> nn.Module:
+    """The user's network inside ``with_normalization``'s ``Sequential(Normalize, network)``."""
+    if (isinstance(model, nn.Sequential) and len(model) == 2
+            and getattr(model[0], "genbound_normalize", False)):
+        return model[1]
+    return model
+
+
 def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
-    """The submodule of ``model`` named ``layer``; a one-line error naming the choices otherwise."""
-    names = [n for n, _ in model.named_modules() if n]
+    """The submodule of ``model``'s network named ``layer``; a one-line error naming the choices otherwise."""
+    net = _network(model)
+    names = [n for n, _ in net.named_modules() if n]
     if not isinstance(layer, str) or not layer:
         raise UserInputError(f"a feature layer must be a non-empty module name, got {layer!r}")
     if layer not in names:
         shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
         raise UserInputError(f"the model has no layer {layer!r}; its layers are: {shown or '(none)'}")
-    return model.get_submodule(layer)
+    return net.get_submodule(layer)
 
 
 class LayerFeatures:

@@ -15,9 +15,9 @@
 
 from genbound.partition.assign import CentroidIndex, nearest_centroid
 from genbound.partition.grid import GridPartition, build_grid, grid_partition
-from genbound.partition.kmeans import KMeansPartition, KMeansSpec, build_kmeans
+from genbound.partition.kmeans import KMeansPartition, KMeansSpec, build_kmeans, check_kmeans
 from genbound.partition.protocol import PartitionProtocol
 from genbound.partition.voronoi import KINDS, Partition, PartitionSpec, build_partition
 
 __all__ = ["KINDS", "CentroidIndex", "GridPartition", "KMeansPartition", "KMeansSpec", "Partition", "PartitionProtocol", "PartitionSpec",
-           "build_grid", "build_kmeans", "build_partition", "grid_partition", "nearest_centroid"]
+           "build_grid", "build_kmeans", "build_partition", "check_kmeans", "grid_partition", "nearest_centroid"]

@@ -52,7 +52,7 @@ from genbound.names import KMEANS_BACKENDS, KMEANS_FITS
 from genbound.partition.assign import label_pure_cells
 from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
 
-__all__ = ["KMeansSpec", "KMeansPartition", "build_kmeans", "kmeans_plus_plus", "lloyd", "nearest_exact"]
+__all__ = ["KMeansSpec", "KMeansPartition", "build_kmeans", "check_kmeans", "kmeans_plus_plus", "lloyd", "nearest_exact"]
 
 Featurize = Callable[[torch.Tensor], torch.Tensor]
 
@@ -371,6 +371,39 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
+def check_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: DataSource | None = None,
+                 model: nn.Module | None = None) -> int:
+    """Every mistake :func:`build_kmeans` would meet, found without fitting (a run checks them
+    before it computes anything); returns the number of fit samples."""
+    K = int(spec.regions)
+    if spec.fit == "heldout-split":
+        if heldout is None or len(heldout) == 0:
+            raise UserInputError("kmeans_fit = \"heldout-split\" needs held-out data to fit the clusters on")
+        m = len(heldout)
+        n_fit = int(round(spec.fit_fraction * m))
+        if n_fit < K:
+            raise UserInputError(f"the k-means fit split holds {n_fit} of {m} held-out samples "
+                                 f"(kmeans_fit_fraction = {spec.fit_fraction:g}), fewer than K = {K}; "
+                                 "lower K or raise kmeans_fit_fraction")
+        if n_fit >= m:
+            raise UserInputError(f"kmeans_fit_fraction = {spec.fit_fraction:g} of {m} held-out samples leaves none "
+                                 "for evaluation; lower it")
+    else:
+        if train is None or len(train) == 0:
+            raise UserInputError("kmeans_fit = \"train\" needs the training set")
+        n_fit = len(train)
+        if K > n_fit:
+            raise UserInputError(f"cannot fit {K} clusters on {n_fit} training samples; lower K")
+    if min(n_fit, int(spec.seeding_sample)) < K:
+        raise UserInputError(f"kmeans_seeding_sample = {spec.seeding_sample} is smaller than K = {K}")
+    if spec.features is not None:
+        if model is None:
+            raise UserInputError(f"kmeans_features = {spec.features!r} needs the model whose layer it names")
+        from genbound.models.features import resolve_layer
+        resolve_layer(model, spec.features)
+    return n_fit
+
+
 def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: DataSource | None = None,
                  model: nn.Module | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  device: str | torch.device | None = None, cache_bytes: int = 1 << 30,
@@ -387,35 +420,21 @@ def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
     """
     dev = resolve_device(device)
     K = int(spec.regions)
+    n_fit = check_kmeans(spec, train=train, heldout=heldout, model=model)
     used = None
     if spec.fit == "heldout-split":
-        if heldout is None or len(heldout) == 0:
-            raise UserInputError("kmeans_fit = \"heldout-split\" needs held-out data to fit the clusters on")
-        m = len(heldout)
-        n_fit = int(round(spec.fit_fraction * m))
-        if n_fit < K:
-            raise UserInputError(f"the k-means fit split holds {n_fit} of {m} held-out samples "
-                                 f"(kmeans_fit_fraction = {spec.fit_fraction:g}), fewer than K = {K}; "
-                                 "lower K or raise kmeans_fit_fraction")
-        if n_fit >= m:
-            raise UserInputError(f"kmeans_fit_fraction = {spec.fit_fraction:g} of {m} held-out samples leaves none "
-                                 "for evaluation; lower it")
+        assert heldout is not None
         rng = np.random.default_rng(derive_seed(spec.seed, 3))
-        used = np.sort(rng.permutation(m)[:n_fit]).astype(np.int64)
+        used = np.sort(rng.permutation(len(heldout))[:n_fit]).astype(np.int64)
         fit_src = heldout.subset(used, name=f"{heldout.name}[k-means fit split]")
         where = f"heldout-split:{heldout.name}"
     else:
-        if train is None or len(train) == 0:
-            raise UserInputError("kmeans_fit = \"train\" needs the training set")
+        assert train is not None
         fit_src, where = train, f"train:{train.name}"
-        if K > len(train):
-            raise UserInputError(f"cannot fit {K} clusters on {len(train)} training samples; lower K")
     featurize: Featurize | None = None
     if spec.features is not None:
-        if model is None:
-            raise UserInputError(f"kmeans_features = {spec.features!r} needs the model whose layer it names")
         from genbound.models.features import LayerFeatures
-        featurize = LayerFeatures(model, spec.features)
+        featurize = LayerFeatures(model, spec.features)  # type: ignore[arg-type]
 
     def feats(x: torch.Tensor) -> torch.Tensor:
         return (featurize(x) if featurize is not None else _flatten(x)).to(torch.float32)
@@ -436,8 +455,6 @@ def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
 
     # seeding on a seeded uniform subsample (all points when the fit set is small)
     s = min(n, int(spec.seeding_sample))
-    if s < K:
-        raise UserInputError(f"kmeans_seeding_sample = {spec.seeding_sample} is smaller than K = {K}")
     if s == n:
         sub = np.arange(n, dtype=np.int64)
         xs = torch.cat(list(batches())) if n else torch.zeros(0, p)
