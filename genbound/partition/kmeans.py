@@ -22,7 +22,7 @@ The algorithm (genbound's choices; the seed paper's recipe is not public, ``docs
    ``2 + floor(ln K)`` candidates per step as in scikit-learn) on a seeded uniform subsample of at
    most ``seeding_sample`` fit points held in memory (all of them when the fit set is smaller).
    Candidates are drawn by inverse-CDF sampling of the squared distances with a seeded CPU
-   generator; distances are computed directly as ``sum (x - c)^2`` in float64.
+   generator; distances in float64, every candidate of a step in one matrix product.
 2. **Lloyd iterations** (at most ``iterations``) streamed over the whole fit set in batches: each
    batch is assigned to its nearest centre and per-cluster sums and counts are accumulated in
    float64; the new centre of a cluster is its mean; an empty cluster keeps its centre. Each
@@ -184,44 +184,49 @@ def _faiss_nearest(x: torch.Tensor, centroids: torch.Tensor, candidates: int = 4
 
 
 # ------------------------------------------------------------------------------------ the fit
-def kmeans_plus_plus(x: torch.Tensor, k: int, *, seed: int, local_trials: int | None = None) -> np.ndarray:
+def kmeans_plus_plus(x: torch.Tensor, k: int, *, seed: int, local_trials: int | None = None,
+                     block: int = 4096) -> np.ndarray:
     """Indices (int64[k], in the order chosen) of ``k`` rows of ``x`` [n, p] chosen by greedy k-means++.
 
     First centre uniform; then, ``local_trials`` (default ``2 + floor(ln k)``) candidates drawn with
     probability proportional to ``D(x)^2`` (the squared distance to the nearest centre chosen so
-    far) and the one that lowers ``sum D^2`` most kept (Arthur & Vassilvitskii 2007; greedy as in
-    scikit-learn). Seeded (CPU generator ``derive_seed(seed)``); deterministic.
+    far; inverse-CDF sampling with a seeded CPU generator ``derive_seed(seed)``) and the one that
+    lowers ``sum D^2`` most kept, the first drawn on ties (Arthur & Vassilvitskii 2007; greedy as in
+    scikit-learn). Distances in float64 as ``||x||^2 + ||c||^2 - 2 x.c`` (clamped at 0), all
+    candidates of a step in one matrix product per block of ``block`` rows. Deterministic.
     """
     n = int(x.shape[0])
     if k > n:
         raise UserInputError(f"cannot seed {k} clusters from {n} points; lower K or fit on more data")
     g = torch.Generator().manual_seed(derive_seed(seed))
     trials = int(local_trials) if local_trials is not None else 2 + int(math.log(k))
+    x2 = torch.cat([(b.to(torch.float64) ** 2).sum(1) for b in x.split(block)])
+
+    def sq_dist(idx: list[int]) -> torch.Tensor:  # float64 [n, len(idx)]
+        c = x[idx].to(torch.float64)
+        c2 = (c * c).sum(1)
+        return torch.cat([(x2[s:s + block, None] + c2[None, :]
+                           - 2 * (x[s:s + block].to(torch.float64) @ c.T)).clamp_min(0)
+                          for s in range(0, n, block)])
+
     chosen = [int(torch.randint(n, (1,), generator=g))]
-    closest = _sq_dist_to(x, x[chosen[0]])
+    closest = sq_dist(chosen)[:, 0]
+    closest[chosen[0]] = 0.0
     for _ in range(1, k):
         total = float(closest.sum())
-        if total <= 0:  # every point sits on a centre already: take the first unused points
+        if total <= 0:  # every point sits on a centre already: take the first unused point
             unused = np.setdiff1d(np.arange(n), np.asarray(chosen))
             chosen.append(int(unused[0]))
             continue
         u = torch.rand(trials, generator=g, dtype=torch.float64) * total
         cand = torch.searchsorted(torch.cumsum(closest.cpu(), 0), u, right=True).clamp_(max=n - 1)
-        best_pot, best_c, best_d = math.inf, -1, None
-        for c in dict.fromkeys(cand.tolist()):  # distinct candidates, in draw order
-            d = torch.minimum(closest, _sq_dist_to(x, x[c]))
-            pot = float(d.sum())
-            if pot < best_pot:
-                best_pot, best_c, best_d = pot, c, d
-        chosen.append(best_c)
-        closest = best_d  # type: ignore[assignment]
+        cand_list = list(dict.fromkeys(cand.tolist()))  # distinct candidates, in draw order
+        d = torch.minimum(closest.unsqueeze(1), sq_dist(cand_list))
+        d[cand_list, torch.arange(len(cand_list))] = 0.0  # a centre is at distance 0 from itself
+        best = int(d.sum(0).argmin())  # first minimum: the earliest drawn candidate on ties
+        chosen.append(cand_list[best])
+        closest = d[:, best].contiguous()
     return np.asarray(chosen, dtype=np.int64)
-
-
-def _sq_dist_to(x: torch.Tensor, c: torch.Tensor, block: int = 4096) -> torch.Tensor:
-    """float64[n]: sum_j (x_ij - c_j)^2, directly (no expansion), in blocks of rows."""
-    c = c.to(torch.float64)
-    return torch.cat([((x[s:s + block].to(torch.float64) - c) ** 2).sum(1) for s in range(0, x.shape[0], block)])
 
 
 @dataclass
