@@ -262,3 +262,52 @@ def test_feature_partitions_are_per_model(digits_model):
 def test_kmeans_partition_is_a_protocol_partition():
     p = build_kmeans(KMeansSpec(regions=2), heldout=blobs(20))
     assert isinstance(p, KMeansPartition) and isinstance(p, PartitionProtocol)
+
+
+def test_faiss_backend_without_faiss_is_a_one_line_error(monkeypatch):
+    import importlib.util as iu
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
+    with pytest.raises(UserInputError, match="needs the faiss package: pip install faiss-cpu"):
+        Config(partition="kmeans", kmeans_backend="faiss")
+
+
+# ------------------------------------------------------------------------------------ the command line
+def test_evaluate_command_with_a_kmeans_partition(tmp_path, capsys):
+    import json
+    import os
+
+    from genbound.cli import main
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+[data]
+train = "digits"
+[[models]]
+name = "m"
+factory = "mlp"
+weights = "{os.path.join(root, 'examples', 'digits_mlp.safetensors')}"
+kwargs = {{ input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }}
+[bounds]
+kappas = [0.05]
+K = [8]
+partition = "kmeans"
+kmeans_fit_fraction = 0.4
+kmeans_features = "net.1"
+[stability]
+method = "noise"
+draws = 2
+""")
+    assert main(["evaluate", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "o" / "result.json").read_text())
+    rec = doc["run"]["partitions"]["m:8"]
+    assert rec["kind"] == "kmeans" and rec["space"] == "features:net.1" and rec["depends_on_training_set"] is True
+    heldout_n = doc["run"]["models"][0]["heldout_source"]["n"]
+    assert rec["n_fit"] == round(0.4 * heldout_n)
+    kinds = {r["name"]: r["kind"] for r in doc["results"]}
+    assert kinds["holdout_cp"] == "certified"
+    assert all(kinds[n] == "diagnostic" for n in PARTITION_RESULTS)
+    # a rerun fits the same partition (seeded, deterministic)
+    assert main(["evaluate", str(cfg), "--out", str(tmp_path / "o2"), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "o2" / "result.json").read_text())["run"]["partitions"]["m:8"]
+    assert again["centroids_sha256"] == rec["centroids_sha256"] and again["fit_indices_hash"] == rec["fit_indices_hash"]
