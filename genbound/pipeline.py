@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -33,7 +33,7 @@ from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
-from genbound.partition import (GridPartition, KMeansSpec, PartitionProtocol, PartitionSpec, build_grid, build_kmeans,
+from genbound.partition import (GridPartition, KMeansPartition, KMeansSpec, PartitionProtocol, PartitionSpec, build_grid, build_kmeans,
                                 build_partition, check_kmeans)
 from genbound.stability import stability_flags
 from genbound.kappas import check_kappas
@@ -220,7 +220,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     kappas = np.asarray(cfg.kappas, dtype=np.float64)
     # a partition on a model's features belongs to that model: built in the loop, one per model
     per_model = cfg.partition == "kmeans" and cfg.kmeans_features is not None
-    partitions = {} if per_model else build_partitions(cfg, train, heldout)
+    partitions = {} if per_model else build_partitions(cfg, train, heldout, cache_dir=cache_dir)
     partition_records: dict[str, Any] = {str(key): p.record() for key, p in partitions.items()}
     cell_cache: dict[tuple[int, str], np.ndarray] = {}
     reports: list[BoundReport] = []
@@ -238,7 +238,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
                                "(non-deterministic model?)")
         evidence[mi.name] = stab["evidence"]
-        parts = build_partitions(cfg, mi.train, mi.heldout, model=mi.model) if per_model else partitions
+        parts = build_partitions(cfg, mi.train, mi.heldout, model=mi.model, cache_dir=cache_dir) if per_model else partitions
         if per_model:
             partition_records.update({f"{mi.name}:{key}": p.record() for key, p in parts.items()})
         # a flag proves a cell only when the engine is sound and verified the model it was given
@@ -297,18 +297,15 @@ def _jsonable(v: Any) -> Any:
 
 
 def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None,
-                     model: nn.Module | None = None) -> dict[Any, PartitionProtocol]:
+                     model: nn.Module | None = None, cache_dir: str | None = None) -> dict[Any, PartitionProtocol]:
     """The partitions of a run: one Voronoi partition per K (keyed by K), fixed before any training
     sample is looked at; one kappa-fine label-pure grid per kappa (keyed by ``"grid:<kappa>"``) over
     the data's fixed input range; or one k-means partition per K, fitted on a held-out split
     (independent of the training sample) or on the training set or ``model``'s features (then
-    ``depends_on_training_set`` and every partition result is a diagnostic)."""
+    ``depends_on_training_set`` and every partition result is a diagnostic); with ``cache_dir``
+    a k-means fit is saved there and reused by a rerun with the same inputs."""
     if cfg.partition == "kmeans":
-        return {K: build_kmeans(kmeans_spec(cfg, K, train.num_classes), train=train, heldout=heldout, model=model,
-                                batch_size=cfg.batch_size, device=cfg.device,
-                                model_id=None if model is None or cfg.kmeans_features is None else model_fingerprint(model),
-                                progress_bar=cfg.progress)
-                for K in cfg.K}
+        return {K: _kmeans(kmeans_spec(cfg, K, train.num_classes), cfg, train, heldout, model, cache_dir) for K in cfg.K}
     if cfg.partition == "grid":
         return {f"grid:{k!r}": build_grid(kappa=k, input_dim=train.dim, num_classes=train.num_classes,
                                           range=tuple(train.input_range)) for k in cfg.kappas}
@@ -319,6 +316,25 @@ def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None,
                              projection_dim=cfg.projection_dim if cfg.partition == "projection" else None)
         out[K] = build_partition(spec, input_dim=train.dim, heldout=heldout, batch_size=cfg.batch_size)
     return out
+
+
+def _kmeans(spec: KMeansSpec, cfg: Config, train: DataSource, heldout: DataSource | None, model: nn.Module | None,
+            cache_dir: str | None) -> KMeansPartition:
+    model_id = model_fingerprint(model) if spec.features is not None and model is not None else None
+    path = None
+    if cache_dir:
+        fit_data = source_fingerprint(train) if spec.fit == "train" else (
+            source_fingerprint(heldout) if heldout is not None and len(heldout) else None)
+        key = _fingerprint(asdict(spec), fit_data, model_id)
+        path = os.path.join(cache_dir, f"kmeans-K{spec.regions}-{key}.npz")
+        if os.path.exists(path):
+            with np.load(path) as z:
+                return KMeansPartition.from_state(spec, z, model=model)
+    part = build_kmeans(spec, train=train, heldout=heldout, model=model, batch_size=cfg.batch_size, device=cfg.device,
+                        model_id=model_id, progress_bar=cfg.progress)
+    if path:
+        _save_npz_atomic(path, **part.state())
+    return part
 
 
 def kmeans_spec(cfg: Config, K: int, num_classes: int) -> KMeansSpec:

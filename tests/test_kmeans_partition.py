@@ -311,3 +311,33 @@ draws = 2
     assert main(["evaluate", str(cfg), "--out", str(tmp_path / "o2"), "--no-progress"]) == 0
     again = json.loads((tmp_path / "o2" / "result.json").read_text())["run"]["partitions"]["m:8"]
     assert again["centroids_sha256"] == rec["centroids_sha256"] and again["fit_indices_hash"] == rec["fit_indices_hash"]
+
+
+@pytest.mark.parametrize("extra", [{}, {"kmeans_features": "net.1"}])
+def test_a_rerun_reuses_the_saved_fit(digits_model, tmp_path, monkeypatch, extra):
+    model, train, held = digits_model
+    cfg = Config(**{**CFG, "K": (5,)}, **extra)
+    cache = str(tmp_path / "cache")
+    first = evaluate({"m": model}, train, held, cfg, cache_dir=cache)
+    import genbound.pipeline as pl
+
+    def boom(*a, **k):
+        raise AssertionError("refitted or reassigned a cached step")
+
+    monkeypatch.setattr(pl, "build_kmeans", boom)
+    monkeypatch.setattr(pl, "stability_flags", boom)
+    monkeypatch.setattr(KMeansPartition, "assign", boom)
+    second = evaluate({"m": model}, train, held, cfg, cache_dir=cache)
+    assert [r.value for r in first.report.results] == [r.value for r in second.report.results]
+    assert first.records["partitions"] == second.records["partitions"]
+
+
+def test_state_round_trip_assigns_the_same_cells():
+    train, held = blobs(120, seed=6), blobs(80, seed=7)
+    model = mlp(input_shape=(1, 5), num_classes=4, hidden=(16,), seed=0).eval()
+    spec = KMeansSpec(regions=3, features="net.1", label_pure=True, num_classes=4)
+    p = build_kmeans(spec, heldout=held, model=model, model_id="x")
+    q = KMeansPartition.from_state(spec, p.state(), model=model)
+    assert q.record() == p.record()
+    assert np.array_equal(q.assign(train, progress_bar=False), p.assign(train, progress_bar=False))
+    assert np.array_equal(q.heldout_statistics_mask(80), p.heldout_statistics_mask(80))

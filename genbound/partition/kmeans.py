@@ -363,6 +363,25 @@ class KMeansPartition:
         idx, _ = nearest_exact(self.features(torch.as_tensor(x), dev), self.centroids.to(dev), self._c2.to(dev))
         return self._cell(idx.cpu().numpy(), None if labels is None else np.asarray(labels))
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that rebuild this partition with :meth:`from_state` (a run's cache of the fit)."""
+        import json
+        return {"centroids": self.centroids.numpy(), "heldout_indices_used": self.heldout_indices_used,
+                "input_dim": np.int64(self.input_dim), "fit_record": np.str_(json.dumps(self.fit_record))}
+
+    @classmethod
+    def from_state(cls, spec: KMeansSpec, state: Any, *, model: nn.Module | None = None) -> "KMeansPartition":
+        """The partition :meth:`state` saved (``model``: the one whose features it clusters)."""
+        import json
+        featurize = None
+        if spec.features is not None:
+            from genbound.models.features import LayerFeatures
+            featurize = LayerFeatures(model, spec.features)  # type: ignore[arg-type]
+        return cls(spec, torch.from_numpy(np.asarray(state["centroids"], np.float64)),
+                   input_dim=int(state["input_dim"]), featurize=featurize,
+                   heldout_indices_used=np.asarray(state["heldout_indices_used"], np.int64),
+                   fit_record=json.loads(str(state["fit_record"])))
+
     def _cell(self, region: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         return label_pure_cells(region, labels, self.spec.num_classes if self.spec.label_pure else None)
 
