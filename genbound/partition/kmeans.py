@@ -164,28 +164,39 @@ def nearest_exact(x: torch.Tensor, centroids: torch.Tensor, c2: torch.Tensor | N
     return torch.cat(idx_parts), torch.cat(dist_parts)
 
 
-def _faiss_nearest(x: torch.Tensor, centroids: torch.Tensor, candidates: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """faiss (float32 flat index) proposes the ``candidates`` nearest centres; float64 picks among them."""
-    import faiss  # optional
+class _FaissNearest:
+    """faiss (a float32 flat index over the centres, built once per Lloyd pass) finds the two
+    nearest centres of each point; where their float32 distances are closer than the float32
+    rounding bound ``4 (p + 2) eps32 (||x||^2 + max ||c||^2)``, :func:`nearest_exact` decides, so the
+    result is the exact rule's. The distance to the chosen centre is computed directly in float64."""
 
-    C = centroids.to(torch.float64)
-    index = faiss.IndexFlatL2(C.shape[1])
-    index.add(np.ascontiguousarray(C.cpu().numpy(), dtype=np.float32))
-    k = min(candidates, C.shape[0])
-    _, cand = index.search(np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32), k)
-    cand_t = torch.from_numpy(cand.astype(np.int64)).to(x.device)
-    xd = x.to(torch.float64)
-    d = ((xd.unsqueeze(1) - C.to(x.device)[cand_t]) ** 2).sum(2)  # [b, k]
-    # lowest centre index among equal distances, as in the torch backend
-    order = torch.argsort(cand_t, dim=1)
-    d_sorted, cand_sorted = d.gather(1, order), cand_t.gather(1, order)
-    j = d_sorted.argmin(1)
-    return cand_sorted.gather(1, j.unsqueeze(1)).squeeze(1), d_sorted.gather(1, j.unsqueeze(1)).squeeze(1)
+    def __init__(self, centroids: torch.Tensor) -> None:
+        import faiss  # optional
+
+        self.C = centroids.to(torch.float64)
+        self.c2 = (self.C * self.C).sum(1)
+        self.index = faiss.IndexFlatL2(self.C.shape[1])
+        self.index.add(np.ascontiguousarray(self.C.cpu().numpy(), dtype=np.float32))
+        self.k = min(2, self.C.shape[0])
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xd = x.to(torch.float64)
+        D, I = self.index.search(np.ascontiguousarray(xd.cpu().numpy(), dtype=np.float32), self.k)
+        idx = torch.from_numpy(I[:, 0].astype(np.int64)).to(x.device)
+        if self.k == 2:
+            x2 = (xd * xd).sum(1).cpu().numpy()
+            tol = 4 * (xd.shape[1] + 2) * float(np.finfo(np.float32).eps) * (x2 + float(self.c2.max()))
+            close = np.flatnonzero((D[:, 1].astype(np.float64) - D[:, 0]) <= tol)
+            if close.size:
+                rows = torch.from_numpy(close).to(x.device)
+                idx[rows] = nearest_exact(xd[rows], self.C.to(x.device), self.c2.to(x.device))[0]
+        dist = ((xd - self.C.to(x.device)[idx]) ** 2).sum(1)
+        return idx, dist
 
 
 # ------------------------------------------------------------------------------------ the fit
 def kmeans_plus_plus(x: torch.Tensor, k: int, *, seed: int, local_trials: int | None = None,
-                     block: int = 4096) -> np.ndarray:
+                     block: int = 4096, progress_bar: bool = False) -> np.ndarray:
     """Indices (int64[k], in the order chosen) of ``k`` rows of ``x`` [n, p] chosen by greedy k-means++.
 
     First centre uniform; then, ``local_trials`` (default ``2 + floor(ln k)``) candidates drawn with
@@ -212,7 +223,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, *, seed: int, local_trials: int | 
     chosen = [int(torch.randint(n, (1,), generator=g))]
     closest = sq_dist(chosen)[:, 0]
     closest[chosen[0]] = 0.0
-    for _ in range(1, k):
+    for _ in progress(range(1, k), enabled=progress_bar, desc="k-means++ seeding", total=k - 1, unit="centre"):
         total = float(closest.sum())
         if total <= 0:  # every point sits on a centre already: take the first unused point
             unused = np.setdiff1d(np.arange(n), np.asarray(chosen))
@@ -254,10 +265,11 @@ def lloyd(batches: Callable[[], Iterator[torch.Tensor]], centroids: torch.Tensor
         sums = torch.zeros_like(C)
         counts = torch.zeros(K, dtype=torch.float64, device=C.device)
         c2 = (C * C).sum(1)
+        search = _FaissNearest(C) if backend == "faiss" else None
         objective, parts = 0.0, []
         for xb in batches():
             xb = xb.to(C.device, torch.float64)
-            idx, dist = _faiss_nearest(xb, C) if backend == "faiss" else nearest_exact(xb, C, c2)
+            idx, dist = search(xb) if search is not None else nearest_exact(xb, C, c2)
             sums.index_add_(0, idx, xb)
             counts += torch.bincount(idx, minlength=K).to(torch.float64)
             objective += float(dist.sum())
@@ -437,7 +449,7 @@ def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
     ``fit="heldout-split"`` needs ``heldout``: the fit split is ``round(fit_fraction * m)`` held-out
     samples drawn by ``numpy.random.default_rng(derive_seed(seed, 3))`` (at least K, at least one
     left for evaluation). ``fit="train"`` needs ``train``. ``features`` needs ``model``. The fit
-    set's features are kept in memory when they take at most ``cache_bytes`` (float32), else they
+    set's features are kept in memory when they take at most ``cache_bytes`` (float64), else they
     are recomputed on every Lloyd pass (streaming). Seeds: subsample ``derive_seed(seed, 5)``,
     k-means++ ``derive_seed(seed, 4)``. ``model_id`` (e.g. the model's fingerprint) is recorded
     with a feature-space partition, which belongs to that model.
@@ -466,9 +478,10 @@ def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
     n = len(fit_src)
     first, _ = fit_src.get(np.arange(min(n, 2)))
     p = int(feats(first).shape[1])
+    # float32 features (pixels, or the model's) become float64 exactly; held in float64 when they fit
     cached: list[torch.Tensor] | None = None
-    if n * p * 4 <= cache_bytes:
-        cached = [feats(x).to(dev) for x, _ in fit_src.batches(batch_size)]
+    if n * p * 8 <= cache_bytes:
+        cached = [feats(x).to(dev, torch.float64) for x, _ in fit_src.batches(batch_size)]
 
     def batches() -> Iterator[torch.Tensor]:
         if cached is not None:
@@ -485,7 +498,9 @@ def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
     else:
         sub = np.sort(np.random.default_rng(derive_seed(spec.seed, 5)).choice(n, size=s, replace=False)).astype(np.int64)
         xs = torch.cat([feats(fit_src.get(sub[i:i + batch_size])[0]).to(dev) for i in range(0, s, batch_size)])
-    seeds = kmeans_plus_plus(xs, K, seed=derive_seed(spec.seed, 4))
+        if s * p * 8 <= cache_bytes:
+            xs = xs.to(torch.float64)
+    seeds = kmeans_plus_plus(xs, K, seed=derive_seed(spec.seed, 4), progress_bar=progress_bar)
     init = xs[torch.as_tensor(seeds, device=xs.device)].to(torch.float64)
     del xs
     res = lloyd(batches, init, int(spec.iterations), backend=spec.backend, progress_bar=progress_bar)
