@@ -142,14 +142,11 @@ def nearest_exact(x: torch.Tensor, centroids: torch.Tensor, c2: torch.Tensor | N
         xb = x[s:s + rows].to(torch.float64)
         x2 = (xb * xb).sum(1)
         scores = torch.addmm(c2.unsqueeze(0), xb, C.T, beta=1, alpha=-2)
+        best = scores.argmin(1)  # the first minimum: the lowest index among equal computed scores
         if K > 1:
-            top = torch.topk(scores, 2, dim=1, largest=False, sorted=True)
-            best, gap = top.indices[:, 0], top.values[:, 1] - top.values[:, 0]
-            # argmin returns the first minimum: the lowest index among equal computed scores
-            best = scores.argmin(1)
-            close = gap <= 4 * (p + 2) * _EPS64 * (x2 + cmax)
+            two = torch.topk(scores, 2, dim=1, largest=False, sorted=True).values
+            close = two[:, 1] - two[:, 0] <= 4 * (p + 2) * _EPS64 * (x2 + cmax)
         else:
-            best = torch.zeros(xb.shape[0], dtype=torch.int64, device=x.device)
             close = torch.zeros(xb.shape[0], dtype=torch.bool, device=x.device)
         dist = (x2 + scores.gather(1, best.unsqueeze(1)).squeeze(1)).clamp_min(0)
         for i in torch.nonzero(close).flatten().tolist():
