@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from genbound.errors import UserInputError
-from genbound.torch_utils import model_mode
+from genbound.torch_utils import model_device, model_mode
 
 __all__ = ["LayerFeatures", "resolve_layer"]
 
@@ -63,9 +63,8 @@ class LayerFeatures:
 
         handle = self.module.register_forward_hook(hook)
         try:
-            dev = next((p.device for p in self.model.parameters()), x.device)
             with model_mode(self.model, what="feature extraction"):
-                self.model(x.to(dev))
+                self.model(x.to(model_device(self.model)))
         finally:
             handle.remove()
         if len(captured) != 1:
