@@ -34,7 +34,7 @@ import torch
 
 from genbound.errors import OutputError, PeerError, UserInputError, first_line
 
-__all__ = ["Ranks", "collective", "current", "main_decides", "place_rows", "process_group",
+__all__ = ["Ranks", "collective", "current", "from_main", "place_rows", "process_group",
            "shard_batches", "sharded_rows", "split_batches"]
 
 T = TypeVar("T")
@@ -137,18 +137,6 @@ def _all_gather(obj: Any) -> list[Any]:
     return out
 
 
-def _broadcast(obj: Any) -> Any:
-    box = [obj]
-    _dist().broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def main_decides(value: T, ranks: Ranks | None = None) -> T:
-    """Rank 0's ``value`` on every rank (e.g. whether a cache file exists: all ranks must take the
-    same branch, or their collectives no longer match)."""
-    return _broadcast(value) if (ranks or current()).sharded else value
-
-
 def collective(fn: Callable[[], T], ranks: Ranks | None = None) -> list[T]:
     """Run ``fn`` on this rank, then exchange the outcomes: the list of every rank's return value, in
     rank order (``[fn()]`` without a group). If any rank raised, every rank raises: the failing rank
@@ -178,6 +166,14 @@ def collective(fn: Callable[[], T], ranks: Ranks | None = None) -> list[T]:
                 raise OutputError(text)
             raise PeerError(f"rank {rank} failed with {name}: {msg}")
     return [v for _, v in outcomes]
+
+
+def from_main(fn: Callable[[], T], ranks: Ranks | None = None) -> T:
+    """``fn()`` computed on rank 0 alone, its value on every rank (e.g. a cache file read or a fit:
+    every rank must take the same branch, or their collectives no longer match). An error on rank 0
+    ends every rank, as in :func:`collective`."""
+    r = ranks or current()
+    return collective(lambda: fn() if r.main else None, r)[0]
 
 
 def place_rows(parts: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]], n: int) -> dict[str, np.ndarray]:

@@ -65,14 +65,14 @@ def _run(args: argparse.Namespace, rc: Any, ranks: Any) -> int:
     from genbound.data import load_dataset, split_source
     from genbound.fileio import check_output_folder
     from genbound.models import load_model
-    from genbound.distributed import main_decides, rank_device
+    from genbound.distributed import from_main, rank_device
     from genbound.pipeline import evaluate
 
     cfg = Config(**{**rc.config.to_dict(), "progress": rc.config.progress and not args.no_progress and ranks.main,
                     "device": rank_device(rc.config.device)})
     # one output folder for all ranks, even when the ranks' clocks read different seconds
-    out = check_output_folder(main_decides(args.out or rc.out or os.path.join("runs", time.strftime("evaluate-%Y%m%d-%H%M%S")),
-                                           ranks), "--out" if args.out else None)
+    out = check_output_folder(from_main(lambda: args.out or rc.out or os.path.join(
+        "runs", time.strftime("evaluate-%Y%m%d-%H%M%S")), ranks), "--out" if args.out else None)
     source = load_dataset(rc.train, preprocess=rc.preprocess, classes=rc.classes)
     split_record = None
     if rc.heldout is None:

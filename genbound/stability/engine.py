@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
-from genbound.distributed import Ranks, collective, current, main_decides, shard_batches, split_batches
+from genbound.distributed import Ranks, collective, current, from_main, shard_batches, split_batches
 from genbound.torch_utils import model_mode, progress, refuse_train_mode, resolve_device
 
 if TYPE_CHECKING:
@@ -152,9 +152,9 @@ def run_engine(engine: StabilityEngine, model: nn.Module, source: DataSource, ka
         refuse_train_mode(model, "certifying stability")
     batches = split_batches(len(source) if indices is None else indices, batch_size)
     found: list[BatchResult] = []
-    if store is not None and r.main:
+    if store is not None and r.main:  # rank 0 reads the finished batches; they join the merge through its outcome
         found = [b for b in (store.load(ix) for ix in batches) if b is not None]
-    done = main_decides({int(b.index[0]) for b in found}, r) if store is not None else set()
+    done = from_main(lambda: {int(b.index[0]) for b in found}, r) if store is not None else set()
     mine = shard_batches([ix for ix in batches if int(ix[0]) not in done], r)
     what = desc or f"{engine.name} stability {source.name}"
     if r.sharded:
