@@ -100,6 +100,11 @@ def progress(iterable: Iterable[T], *, enabled: bool = True, desc: str | None = 
                      leave=False, dynamic_ncols=True))
 
 
+def progress_counter(total: int, *, enabled: bool = True, desc: str | None = None, unit: str = "it") -> Any:
+    """A tqdm bar moved by hand (``update(k)``, or set ``n`` then ``refresh()``; ``close()`` at the end)."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
 def array_hash(a: Any) -> str:
     """Short SHA-256 of an integer array (used to record which indices a split/partition used)."""
     arr = np.ascontiguousarray(np.asarray(a, dtype=np.int64))

@@ -34,7 +34,7 @@ from torch import nn
 
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.distributed import Ranks, collective, current, from_main, shard_batches, split_batches
-from genbound.torch_utils import model_mode, progress, refuse_train_mode, resolve_device
+from genbound.torch_utils import model_mode, progress_counter, refuse_train_mode, resolve_device
 
 if TYPE_CHECKING:
     from genbound.stability.batch_store import BatchStore
@@ -155,24 +155,38 @@ def run_engine(engine: StabilityEngine, model: nn.Module, source: DataSource, ka
     if store is not None and r.main:  # rank 0 reads the finished batches; they join the merge through its outcome
         found = [b for b in (store.load(ix) for ix in batches) if b is not None]
     done = from_main(lambda: {int(b.index[0]) for b in found}, r) if store is not None else set()
-    mine = shard_batches([ix for ix in batches if int(ix[0]) not in done], r)
+    todo = [ix for ix in batches if int(ix[0]) not in done]
+    mine = shard_batches(todo, r)
+    show = progress_bar and r.main
+    # rank 0's bar counts every rank's finished batches (the files they save) when there is a store;
+    # without one, its own share (the shares are balanced: its ETA is the step's)
+    watch = [store.path(ix) for ix in todo] if show and r.sharded and store is not None else None
     what = desc or f"{engine.name} stability {source.name}"
     if r.sharded:
-        what += f" (rank 0's share of {r.world})"
-    if done and r.main and progress_bar:
+        what += f" ({r.world} ranks)" if watch else f" (rank 0's share of {r.world})"
+    if done and show:
         what += f", {len(done)} batches resumed"
 
     def work() -> list[BatchResult]:
         out = []
+        bar = progress_counter(len(todo) if watch else len(mine), enabled=show, desc=what, unit="batch")
+        seen = time.monotonic()
         with model_mode(model, grad=False, what=f"the {engine.name} stability check"):
             engine.start(model, k, dev)
-            for ix in progress(mine, enabled=progress_bar and r.main, desc=what, total=len(mine), unit="batch"):
+            for ix in mine:
                 x, _ = source.get(ix)
                 b = engine.update(x.to(dev), ix)
                 if store is not None:
                     store.save(b)
                 _fail_after_batches_for_tests()
                 out.append(b)
+                if watch is None:
+                    bar.update(1)
+                elif time.monotonic() - seen > 1.0 or ix is mine[-1]:  # a directory poll at most once a second
+                    bar.n = sum(map(os.path.exists, watch))
+                    bar.refresh()
+                    seen = time.monotonic()
+        bar.close()
         return out + found
 
     parts = collective(work, r)
