@@ -106,8 +106,12 @@ def process_group(device: str | torch.device | None = None, *,
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
-                            **({"device_id": dev} if dev.type == "cuda" else {}))
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                **({"device_id": dev} if dev.type == "cuda" else {}))
+    except (ValueError, RuntimeError) as exc:  # e.g. WORLD_SIZE set by hand, without torchrun's rendezvous
+        raise UserInputError(f"cannot join the {backend} process group of WORLD_SIZE={_launched_world()} "
+                             f"({first_line(exc)}); launch with torchrun --nproc-per-node N") from None
     try:
         yield current()
     finally:
