@@ -4,9 +4,11 @@ The demo's CNN recipe is trained on the mnist5k train split; ``--n`` of its trai
 ``--m`` held-out digits (a seeded subset) are written to .npz files, and one config (the demo's kappa grid, K in
 {10, 100, 1000}, PGD-10) is evaluated by three commands, alternately, ``--reps`` times:
 
-- ``python -m genbound evaluate`` (one process, torch's default thread count);
-- ``torchrun --nproc-per-node 1`` (one process; torchrun sets one thread per rank);
-- ``torchrun --nproc-per-node 2`` (two ranks, one thread each).
+- ``python -m genbound evaluate`` (one process, torch's default thread count: 2 here);
+- the same with ``OMP_NUM_THREADS=1`` (one process, one thread);
+- ``torchrun --nproc-per-node 2`` (two ranks; torchrun sets ``OMP_NUM_THREADS=1`` for each).
+
+(``torchrun --nproc-per-node 1`` is the first command: torchrun sets one thread only for N > 1.)
 
 Wall time is the whole command (start-up, imports and the files included) and the pipeline's own
 ``run.wall_s`` (rank 0's ``evaluate``); CPU time is that of every process of the command (on a
@@ -60,6 +62,10 @@ batch_size = {batch}
 """
 
 
+def _slug(kind: str) -> str:
+    return kind.replace(",", "").replace(" ", "-")
+
+
 def _load() -> float:
     return os.getloadavg()[0]
 
@@ -67,11 +73,14 @@ def _load() -> float:
 def _run(kind: str, cfg: str, out: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the command and its children)."""
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("OMP_NUM_THREADS", None)
     base = [sys.executable, "-m"]
-    if kind == "1 process":
-        cmd = base + ["genbound"]
+    if kind == "2 ranks":
+        cmd = base + ["torch.distributed.run", "--nproc-per-node", "2", "-m", "genbound"]
     else:
-        cmd = base + ["torch.distributed.run", "--nproc-per-node", kind[0], "-m", "genbound"]
+        cmd = base + ["genbound"]
+        if kind == "1 process, 1 thread":
+            env["OMP_NUM_THREADS"] = "1"
     c0, t0 = _children_cpu(), time.perf_counter()
     p = subprocess.run(cmd + ["evaluate", cfg, "--out", out, "--no-progress"], env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
@@ -87,8 +96,8 @@ def _children_cpu() -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2000, help="training digits evaluated")
-    ap.add_argument("--m", type=int, default=500, help="held-out digits")
+    ap.add_argument("--n", type=int, default=4000, help="training digits evaluated (mnist5k's train split: 4,000)")
+    ap.add_argument("--m", type=int, default=1000, help="held-out digits (mnist5k's held-out split: 1,000)")
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--no-write", action="store_true")
@@ -109,14 +118,14 @@ def main() -> int:
     cfg = os.path.join(work, "c.toml")
     with open(cfg, "w") as fh:
         fh.write(CONFIG.format(kwargs=kw, kappas=list(DEMO_KAPPAS), batch=args.batch))
-    kinds = ["1 process", "1 rank", "2 ranks"]
+    kinds = ["1 process", "1 process, 1 thread", "2 ranks"]
     walls: dict[str, list[float]] = {k: [] for k in kinds}
     inner: dict[str, list[float]] = {k: [] for k in kinds}
     cpus: dict[str, list[float]] = {k: [] for k in kinds}
     loads = [_load()]
     for rep in range(args.reps):
         for kind in (kinds if rep % 2 == 0 else kinds[::-1]):
-            out = os.path.join(work, f"{kind.replace(' ', '-')}-{rep}")
+            out = os.path.join(work, f"{_slug(kind)}-{rep}")
             wall, cpu = _run(kind, cfg, out)
             walls[kind].append(wall)
             cpus[kind].append(cpu)
@@ -128,7 +137,7 @@ def main() -> int:
     diffs = []
     for kind in kinds[1:]:
         for rep in range(args.reps):
-            d = os.path.join(work, f"{kind.replace(' ', '-')}-{rep}")
+            d = os.path.join(work, f"{_slug(kind)}-{rep}")
             got = np.load(os.path.join(d, "samples.npz"))
             res = json.load(open(os.path.join(d, "result.json")))
             for key, a in ref.items():
@@ -145,7 +154,8 @@ def main() -> int:
             if res["results"] != ref_res["results"]:
                 diffs.append((kind, rep, "result.json results", "differ"))
     t1, t2 = min(walls["1 process"]), min(walls["2 ranks"])
-    r1, r2 = min(walls["1 rank"]), min(walls["2 ranks"])
+    r1, r2 = min(walls["1 process, 1 thread"]), min(walls["2 ranks"])
+    e1, e2 = min(inner["1 process, 1 thread"]), min(inner["2 ranks"])
     rows = [[k, " / ".join(f"{w:.1f}" for w in walls[k]), " / ".join(f"{w:.1f}" for w in inner[k]),
              " / ".join(f"{w:.1f}" for w in cpus[k])] for k in kinds]
     n_arrays = sum(1 for k in ref if ref[k].ndim)
@@ -153,8 +163,9 @@ def main() -> int:
             f"and {args.m} held-out digits; the demo's 9 kappas, K in {{10, 100, 1000}} (uniform), PGD-10, batch "
             f"{args.batch}; {args.reps} alternating repetitions per command (min kept).\n\n"
             + table(rows, ["command", "wall s (whole command)", "evaluate wall s (rank 0)", "CPU s (all processes)"])
-            + f"\n\nSpeedup of 2 ranks: **{t1 / t2:.2f}x** over one process with torch's default threads, "
-              f"**{r1 / r2:.2f}x** over one torchrun rank (one thread). "
+            + f"\n\nSpeedup of 2 ranks, whole command: **{t1 / t2:.2f}x** over one process with torch's default "
+              f"threads, **{r1 / r2:.2f}x** over one process with one thread; `evaluate` alone (rank 0's "
+              f"`run.wall_s`, without torchrun's start-up): **{e1 / e2:.2f}x** over one process with one thread. "
             + f"Per-sample arrays ({n_arrays} of samples.npz: losses, cells per K, stability flags) and result values "
               f"against the one-process run: "
             + ("**identical** in every run (no near-tie moved)." if not diffs else
