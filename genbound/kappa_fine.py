@@ -98,9 +98,13 @@ def kappa_fine_bounds(*, model: str, train_x: np.ndarray, train_y: np.ndarray, t
 def grid_bounds(*, model: str, grids: Sequence[tuple[GridPartition, np.ndarray, np.ndarray]], train_loss: np.ndarray,
                 stable: np.ndarray, delta: float, heldout_loss: np.ndarray | None = None, stability_method: str = "crown",
                 stability_sound: bool = True, partition_depends_on_train: bool = False,
-                partition_note: dict | None = None) -> KappaFineResult:
+                partition_note: dict | None = None, train_checked: np.ndarray | None = None,
+                selection: str | None = None, selection_seed: int | None = None,
+                delta_s: float = 0.05) -> KappaFineResult:
     """Every result of the spec on J assigned grids ``(grid, train cells, held-out cells)``, grid j
-    of side kappa_j with the flags ``stable[:, j]``, each at ``delta / J`` (module docstring)."""
+    of side kappa_j with the flags ``stable[:, j]``, each at ``delta / J`` (module docstring).
+    ``train_checked``, ``selection``, ``selection_seed``, ``delta_s``: a partial stability check
+    (spec §8), as :class:`~genbound.bounds.SampleStats` takes them."""
     J = len(grids)
     dj = split_delta(delta, J)
     stable = np.asarray(stable, dtype=bool).reshape(len(train_loss), J)
@@ -117,7 +121,8 @@ def grid_bounds(*, model: str, grids: Sequence[tuple[GridPartition, np.ndarray, 
             max_cell_diameter=part.diameter("linf"),
             partition={k: v for k, v in rec.items() if k not in ("label_pure", "max_cell_diameter")},
             partition_depends_on_train=partition_depends_on_train or part.depends_on_training_set,
-            partition_uses_heldout=part.uses_heldout,
+            partition_uses_heldout=part.uses_heldout, train_checked=train_checked, selection=selection,
+            selection_seed=selection_seed, delta_s=delta_s,
         )
         stats_all.append(s)
         reports.append(compute_bounds(s, dj))
