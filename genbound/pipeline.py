@@ -235,8 +235,8 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         if not np.array_equal(stab["pred"][checked], tr.pred[checked]):
             raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
                                "(non-deterministic model?)")
-        partial = dict(train_checked=checked, selection=stab["selection"], selection_seed=cfg.stability_seed,
-                       delta_s=cfg.delta_s)
+        partial = dict(train_checked=checked, selection=stab["selection"], delta_s=cfg.delta_s,
+                       selection_seed=None if stab["selection"] == "all" else cfg.stability_seed)
         evidence[mi.name] = stab["evidence"]
         # a flag proves a cell only when the engine is sound and verified the model it was given
         sound = bool(stab["evidence"].get("sound")) and stab["evidence"].get("status", "verified") == "verified"
