@@ -134,7 +134,7 @@ def run_budget(engine: StabilityEngine, model: nn.Module, source: DataSource, ka
     Returns the flags of the verified positions (``index``), merged as :func:`run_engine` does, with
     the plan in ``evidence["selection"]``.
     """
-    dev = resolve_device(device)
+    dev = resolve_device(device, model)  # the model runs where it is (the one device policy)
     k = np.asarray(kappas, dtype=np.float64)
     t0 = time.perf_counter()
     if engine.sound:
