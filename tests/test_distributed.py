@@ -125,6 +125,10 @@ def test_store_resumes_finished_batches(tmp_path, method):
 # ---------------------------------------------------------------- two ranks on gloo (spawned processes)
 
 CFG = dict(kappas=(0.02, 0.1, 0.4), K=(5, 20), pgd_steps=3, batch_size=64, progress=False)
+# stability on part of the training set: a uniform subsample (batches of it shared out), and a sound
+# verifier's budget spent cell by cell (each round's batches shared out; small batches: several a round)
+PARTIAL = {"sample": dict(CFG, stability_sample=100, delta_s=0.1),
+           "budget": dict(CFG, stability="crown", stability_budget=60, batch_size=4)}
 
 
 def _setup():
@@ -145,7 +149,7 @@ class _Failing(TensorSource):
 
 def _arrays(ev):
     return {f"{s.model}@{s.K}/{k}": np.asarray(getattr(s, k)) for s in ev.stats
-            for k in ("train_cell", "train_loss", "train_stable", "heldout_cell", "heldout_loss")}
+            for k in ("train_cell", "train_loss", "train_stable", "train_checked", "heldout_cell", "heldout_loss")}
 
 
 def _worker(rank, folder):
@@ -159,6 +163,8 @@ def _worker(rank, folder):
     outcome["paths"] = ev.save(os.path.join(folder, "out"), report=False)
     outcome["values"] = [r.value for r in ev.report.results]
     np.savez(os.path.join(folder, f"rank{rank}.npz"), **_arrays(ev))
+    for name, cfg in PARTIAL.items():
+        np.savez(os.path.join(folder, f"rank{rank}-{name}.npz"), **_arrays(evaluate({"m": model}, train, held, Config(**cfg))))
     x, y = train.tensors()
     try:
         evaluate({"m": model}, _Failing(x, y, name="failing", num_classes=10), held, Config(**CFG))
@@ -191,6 +197,12 @@ def test_two_ranks_equal_one_process_only_rank0_writes_and_errors_end_both(tmp_p
         for k in ref:
             assert np.array_equal(got[k], ref[k]), (r, k)
         assert outcomes[r]["values"] == [x.value for x in one.report.results]
+    for name, cfg in PARTIAL.items():
+        ref = _arrays(evaluate({"m": model}, train, held, Config(**cfg)))
+        for r in range(2):
+            got = np.load(tmp_path / f"rank{r}-{name}.npz")
+            for k in ref:
+                assert np.array_equal(got[k], ref[k]), (name, r, k)
     assert outcomes[0]["paths"] and outcomes[1]["paths"] == {}
     assert sorted(os.listdir(tmp_path / "out")) == ["config.toml", "result.json", "samples.npz", "versions.json"]
     cache = os.listdir(tmp_path / "cache")
