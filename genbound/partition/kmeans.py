@@ -143,12 +143,13 @@ def nearest_exact(x: torch.Tensor, centroids: torch.Tensor, c2: torch.Tensor | N
         x2 = (xb * xb).sum(1)
         scores = torch.addmm(c2.unsqueeze(0), xb, C.T, beta=1, alpha=-2)
         best = scores.argmin(1)  # the first minimum: the lowest index among equal computed scores
-        if K > 1:
-            two = torch.topk(scores, 2, dim=1, largest=False, sorted=True).values
-            close = two[:, 1] - two[:, 0] <= 4 * (p + 2) * _EPS64 * (x2 + cmax)
+        first = scores.gather(1, best.unsqueeze(1))
+        dist = (x2 + first.squeeze(1)).clamp_min(0)
+        if K > 1:  # the second-best score: mask the best (cheaper than a top-2 sort)
+            second = scores.scatter_(1, best.unsqueeze(1), math.inf).min(1).values
+            close = second - first.squeeze(1) <= 4 * (p + 2) * _EPS64 * (x2 + cmax)
         else:
             close = torch.zeros(xb.shape[0], dtype=torch.bool, device=x.device)
-        dist = (x2 + scores.gather(1, best.unsqueeze(1)).squeeze(1)).clamp_min(0)
         for i in torch.nonzero(close).flatten().tolist():
             d = ((xb[i] - C) ** 2).sum(1)
             best[i] = d.argmin()
