@@ -33,8 +33,8 @@ from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
-from genbound.partition import (GridPartition, KMeansPartition, KMeansSpec, PartitionProtocol, PartitionSpec, build_grid, build_kmeans,
-                                build_partition, check_kmeans)
+from genbound.partition import (GridPartition, KMeansPartition, KMeansSpec, PartitionProtocol, PartitionSpec,
+                                build_grid, build_kmeans, build_partition, check_kmeans)
 from genbound.stability import stability_flags
 from genbound.kappas import check_kappas
 from genbound.torch_utils import model_device, resolve_device
@@ -242,7 +242,8 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
                                "(non-deterministic model?)")
         evidence[mi.name] = stab["evidence"]
-        parts = build_partitions(cfg, mi.train, mi.heldout, model=mi.model, cache_dir=cache_dir) if per_model else partitions
+        parts = (build_partitions(cfg, mi.train, mi.heldout, model=mi.model, cache_dir=cache_dir) if per_model
+                 else partitions)
         if per_model:
             partition_records.update({f"{mi.name}:{key}": p.record() for key, p in parts.items()})
         # a flag proves a cell only when the engine is sound and verified the model it was given

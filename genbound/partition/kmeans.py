@@ -52,7 +52,8 @@ from genbound.names import KMEANS_BACKENDS, KMEANS_FITS
 from genbound.partition.assign import label_pure_cells
 from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
 
-__all__ = ["KMeansSpec", "KMeansPartition", "build_kmeans", "check_kmeans", "kmeans_plus_plus", "lloyd", "nearest_exact"]
+__all__ = ["KMeansSpec", "KMeansPartition", "build_kmeans", "check_kmeans", "kmeans_plus_plus", "lloyd",
+           "nearest_exact"]
 
 Featurize = Callable[[torch.Tensor], torch.Tensor]
 
@@ -83,9 +84,11 @@ class KMeansSpec:
             raise UserInputError(f"kmeans_fit must be one of {', '.join(KMEANS_FITS)}; got {self.fit!r}")
         if not (isinstance(self.fit_fraction, (int, float)) and not isinstance(self.fit_fraction, bool)
                 and 0 < self.fit_fraction < 1):
-            raise UserInputError(f"kmeans_fit_fraction must be a number strictly between 0 and 1; got {self.fit_fraction!r}")
+            raise UserInputError("kmeans_fit_fraction must be a number strictly between 0 and 1; "
+                                 f"got {self.fit_fraction!r}")
         if self.features is not None and (not isinstance(self.features, str) or not self.features):
-            raise UserInputError(f"kmeans_features must name a layer of the model (e.g. \"layer4\"); got {self.features!r}")
+            raise UserInputError("kmeans_features must name a layer of the model (e.g. \"layer4\"); "
+                                 f"got {self.features!r}")
         if isinstance(self.iterations, bool) or int(self.iterations) < 0:
             raise UserInputError(f"kmeans_iterations must be an integer >= 0; got {self.iterations}")
         if isinstance(self.seeding_sample, bool) or int(self.seeding_sample) < 1:
@@ -334,7 +337,8 @@ class KMeansPartition:
                 "feature_dim": int(self.centroids.shape[1]), **self.fit_record,
                 "centroids_sha256": _tensor_hash(self.centroids),
                 "max_cell_diameter": None, "n_heldout_used": int(self.heldout_indices_used.size),
-                "heldout_indices_hash": array_hash(self.heldout_indices_used) if self.heldout_indices_used.size else None,
+                "heldout_indices_hash": (array_hash(self.heldout_indices_used) if self.heldout_indices_used.size
+                                         else None),
                 "depends_on_training_set": self.depends_on_training_set,
                 "depends_on_training_set_why": self.spec.dependence(), "uses_heldout": self.uses_heldout}
 
@@ -355,8 +359,8 @@ class KMeansPartition:
             raise UserInputError(f"features have {z.shape[1]} dimensions; the clusters have {self.centroids.shape[1]}")
         return z
 
-    def assign(self, source: DataSource, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
-               progress_bar: bool = True) -> np.ndarray:
+    def assign(self, source: DataSource, *, batch_size: int = DEFAULT_BATCH_SIZE,
+               device: str | torch.device | None = None, progress_bar: bool = True) -> np.ndarray:
         """Cell id of every sample of ``source`` (streamed in batches): int64[n] in [0, K)."""
         dev = resolve_device(device)
         C, c2 = self.centroids.to(dev), self._c2.to(dev)
@@ -494,7 +498,8 @@ def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
         sub = np.arange(n, dtype=np.int64)
         xs = torch.cat(list(batches())) if n else torch.zeros(0, p)
     else:
-        sub = np.sort(np.random.default_rng(derive_seed(spec.seed, 5)).choice(n, size=s, replace=False)).astype(np.int64)
+        rng = np.random.default_rng(derive_seed(spec.seed, 5))
+        sub = np.sort(rng.choice(n, size=s, replace=False)).astype(np.int64)
         xs = torch.cat([feats(fit_src.get(sub[i:i + batch_size])[0]).to(dev) for i in range(0, s, batch_size)])
         if s * p * 8 <= cache_bytes:
             xs = xs.to(torch.float64)
