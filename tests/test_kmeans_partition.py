@@ -51,6 +51,14 @@ def test_kmeans_plus_plus_with_duplicates_and_too_few_points():
         kmeans_plus_plus(x, 6, seed=0)
 
 
+def test_kmeans_plus_plus_never_draws_a_point_already_covered():
+    # three distinct points, each 200 times: D^2 = 0 on every copy of a chosen point
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]], dtype=torch.float64).repeat(200, 1)
+    for seed in range(20):
+        rows = x[torch.as_tensor(kmeans_plus_plus(x, 3, seed=seed))]
+        assert len({tuple(r.tolist()) for r in rows}) == 3, seed
+
+
 # ------------------------------------------------------------------------------------ assignment
 def brute_force(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     d = ((x[:, None, :] - c[None, :, :]) ** 2).sum(2)

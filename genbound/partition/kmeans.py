@@ -225,16 +225,19 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, *, seed: int, local_trials: int | 
     closest = sq_dist(chosen)[:, 0]
     closest[chosen[0]] = 0.0
     for _ in progress(range(1, k), enabled=progress_bar, desc="k-means++ seeding", total=k - 1, unit="centre"):
-        total = float(closest.sum())
+        cum = torch.cumsum(closest.cpu(), 0)
+        total = float(cum[-1])
         if total <= 0:  # every point sits on a centre already: take the first unused point
             unused = np.setdiff1d(np.arange(n), np.asarray(chosen))
             chosen.append(int(unused[0]))
             continue
         u = torch.rand(trials, generator=g, dtype=torch.float64) * total
-        cand = torch.searchsorted(torch.cumsum(closest.cpu(), 0), u, right=True).clamp_(max=n - 1)
+        # u < cum[i] first: a point of zero weight is never drawn (u rounded up to total -> the last positive)
+        last = int(torch.nonzero(closest.cpu() > 0).max())
+        cand = torch.searchsorted(cum, u, right=True).clamp_(max=last)
         cand_list = list(dict.fromkeys(cand.tolist()))  # distinct candidates, in draw order
         d = torch.minimum(closest.unsqueeze(1), sq_dist(cand_list))
-        d[cand_list, torch.arange(len(cand_list))] = 0.0  # a centre is at distance 0 from itself
+        d[cand_list, torch.arange(len(cand_list), device=d.device)] = 0.0  # a centre is at distance 0 from itself
         best = int(d.sum(0).argmin())  # first minimum: the earliest drawn candidate on ties
         chosen.append(cand_list[best])
         closest = d[:, best].contiguous()
