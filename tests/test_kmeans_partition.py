@@ -252,7 +252,7 @@ def test_heldout_split_pixels_keeps_partition_results_certified(digits_model):
 
 @pytest.mark.parametrize("extra, why", [({"kmeans_fit": "train"}, "fitted on the training set"),
                                         ({"kmeans_features": "net.1"}, "features of the trained model")])
-def test_train_or_feature_fit_certifies_no_partition_result(digits_model, extra, why):
+def test_train_or_feature_fit_certifies_no_partition_result(digits_model, extra, why, tmp_path):
     model, train, held = digits_model
     ev = evaluate({"m": model}, train, held, Config(**CFG, **extra))
     for r in ev.report.results:
@@ -270,6 +270,13 @@ def test_train_or_feature_fit_certifies_no_partition_result(digits_model, extra,
         assert all(r.kind == "diagnostic" for r in compute_bounds(s, 0.05).results if r.name in PARTITION_RESULTS)
     if "kmeans_features" in extra:
         assert set(ev.records["partitions"]) == {"m:5", "m:10"}
+    # and from the saved samples.npz (what `genbound bounds` reads): still diagnostic, still saying why
+    from genbound.bounds import load_stats_npz
+    paths = ev.save(tmp_path / "run", report=False)
+    for s in load_stats_npz(paths["samples"]):
+        for r in compute_bounds(s, 0.05).results:
+            if r.name in PARTITION_RESULTS:
+                assert r.kind == "diagnostic" and any(why in a for a in r.assumptions)
 
 
 def test_feature_partitions_are_per_model(digits_model):
