@@ -371,3 +371,51 @@ def test_state_round_trip_assigns_the_same_cells():
     assert q.record() == p.record()
     assert np.array_equal(q.assign(train, progress_bar=False), p.assign(train, progress_bar=False))
     assert np.array_equal(q.heldout_statistics_mask(80), p.heldout_statistics_mask(80))
+
+
+# ------------------------------------------------------------------------------------ layer features
+def test_layer_features_are_the_layer_output_and_leave_the_model_as_it_was():
+    from torch import nn
+
+    from genbound.models import Normalize
+    from genbound.models.features import LayerFeatures
+    net = mlp(input_shape=(1, 5), num_classes=4, hidden=(16,), seed=0)
+    wrapped = nn.Sequential(Normalize((0.5,), (0.25,)), net).train()
+    x = torch.rand(7, 1, 5)
+    with pytest.warns(UserWarning, match="train mode"):
+        z = LayerFeatures(wrapped, "net.1")(x)  # named as in the network, behind genbound's normalization
+    expected = net.net[1](net.net[0]((x - 0.5) / 0.25))
+    torch.testing.assert_close(z, expected.reshape(7, -1))
+    assert wrapped.training and not net.net[1]._forward_hooks  # mode restored, hook removed
+
+
+def test_layer_features_refuse_layers_that_do_not_give_one_tensor():
+    from torch import nn
+
+    from genbound.models.features import LayerFeatures
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(self.lin(x))
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.split = Splitter()
+
+        def forward(self, x):
+            a, b = self.split(x)
+            return a + b
+
+    class Splitter(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    with pytest.raises(UserInputError, match="ran 2 times in one forward pass"):
+        LayerFeatures(Twice().eval(), "lin")(torch.rand(2, 3))
+    with pytest.raises(UserInputError, match="returns a tuple, not a tensor"):
+        LayerFeatures(Pair().eval(), "split")(torch.rand(2, 3))
