@@ -33,8 +33,8 @@ from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
-from genbound.partition import (GridPartition, KMeansPartition, KMeansSpec, PartitionProtocol, PartitionSpec, build_grid, build_kmeans,
-                                build_partition, check_kmeans)
+from genbound.partition import (GridPartition, KMeansPartition, KMeansSpec, PartitionProtocol, PartitionSpec,
+                                build_grid, build_kmeans, build_partition, check_kmeans)
 from genbound.stability import stability_flags
 from genbound.kappas import check_kappas
 from genbound.torch_utils import model_device, resolve_device

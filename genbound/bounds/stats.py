@@ -95,8 +95,8 @@ class SampleStats:
         Whether each cell holds one label, and the geometric diameter of every cell region in the
         stability norm, known by construction (``None`` = unknown: no cell is ever proven).
     partition_uses_heldout:
-        The held-out set helped build the partition (``heldout`` centroids): ``theorem_h`` is then
-        a diagnostic.
+        The held-out set helped build the partition (``heldout`` centroids, a k-means fit split):
+        ``theorem_h`` is then a diagnostic.
     partition_depends_on_train:
         The partition depends on the training sample (k-means on S, the model's features,
         train-fitted rescaling): every concentration term is void and the partition-based
