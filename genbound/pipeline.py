@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -234,6 +234,8 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         sound = bool(stab["evidence"].get("sound")) and stab["evidence"].get("status", "verified") == "verified"
         errors[mi.name] = {"train_error": tr.error, "heldout_error": None if ho is None else ho.error,
                            "train_source": mi.train.describe(), "heldout_source": None if mi.heldout is None else mi.heldout.describe()}
+        ids = _identifiers("train", mi.train)
+        ho_ids = _identifiers("heldout", mi.heldout) if ho is not None else {}
         if cfg.partition == "grid":
             assigned = [(part, _cells(part, mi.train, cfg, cache_dir, cell_cache),
                          _cells(part, mi.heldout, cfg, cache_dir, cell_cache) if ho is not None else np.zeros(0, np.int64))
@@ -242,7 +244,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
                              heldout_loss=None if ho is None else ho.loss, stability_method=cfg.stability,
                              stability_sound=sound, partition_note=GRID_NOTE)
             grids[mi.name] = kf
-            stats_all.extend(kf.stats)
+            stats_all.extend(replace(s, **ids, **ho_ids) for s in kf.stats)
             reports.extend(kf.reports)
             continue
         for K, part in partitions.items():
@@ -258,6 +260,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
                 norm=cfg.norm, label_pure=cfg.label_pure, max_cell_diameter=part.diameter(cfg.norm),
                 partition={k: v for k, v in part.record().items() if k not in ("label_pure", "max_cell_diameter")},
                 partition_uses_heldout=part.uses_heldout, partition_depends_on_train=part.depends_on_training_set,
+                **ids, **({k: v[keep] for k, v in ho_ids.items()} if ho is not None else {}),
             )
             stats_all.append(s)
             reports.append(compute_bounds(s, cfg.delta))
@@ -279,6 +282,12 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     else:
         best = best_over_grid(grid_reports, cfg.delta, len(partitions), what="K values") if len(partitions) > 1 else []
     return Evaluation(report, stats_all, cfg, records, best, grids)
+
+
+def _identifiers(role: str, source: DataSource) -> dict[str, np.ndarray]:
+    """``{role}_index`` (and ``{role}_path`` for files) of every sample: written to samples.npz so
+    that each flag maps back to its input."""
+    return {f"{role}_{k}": v for k, v in source.identifiers().items() if k in ("index", "path")}
 
 
 def _jsonable(v: Any) -> Any:
