@@ -123,6 +123,14 @@ def _protocol(args: argparse.Namespace) -> Any:
     return proto
 
 
+def _topmost_missing(path: str) -> str | None:
+    """The outermost folder of ``path`` that does not exist yet (what creating it would add), or None."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
 def _data_path(p: str) -> str:
     return os.path.abspath(p) if os.path.exists(p) else p  # else a registered dataset name
 
@@ -175,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
                 load_config_file(path)
             except UserInputError as exc:
                 raise UserInputError(str(exc).replace(path, f"the {proto.name} config")) from None
-    created = not os.path.exists(out)
+    created = _topmost_missing(out)
     make_output_folder(out, "--out" if args.out else None)
     paths = []
     for seed, text in configs:
@@ -201,8 +209,8 @@ def run(args: argparse.Namespace) -> int:
             with _on_path(models_folder):
                 evaluate_command.run(argparse.Namespace(config=path, out=run_dir, no_progress=args.no_progress))
         except UserInputError:
-            if created and not runs:  # a mistake found by the first run (a factory, the data): leave nothing behind
-                shutil.rmtree(out, ignore_errors=True)
+            if created is not None and not runs:  # a mistake found by the first run (a factory, the data):
+                shutil.rmtree(created, ignore_errors=True)  # leave nothing behind
             raise
         runs.append((seed, run_dir))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes the table
