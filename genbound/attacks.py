@@ -17,6 +17,15 @@ from genbound.torch_utils import float_key, generator
 __all__ = ["ascent_step", "project_delta", "project_step", "random_start", "sample_ball"]
 
 
+DEFAULT_REL_STEP = 2.5
+
+
+def default_step_size(eps: float, steps: int, rel: float = DEFAULT_REL_STEP) -> float:
+    """The one default PGD step: ``alpha = rel * eps / steps`` with ``rel = 2.5`` (Madry et al. 2018),
+    so that ``steps`` steps can cross the ball 2.5 times; ``eps / 4`` at the usual 10 steps."""
+    return float(rel) * float(eps) / max(int(steps), 1)
+
+
 def sample_ball(kind: str, kappa: float, count: int, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     """``count`` perturbations of one sample, float32 ``[count, *shape]``, drawn from ``g`` (CPU):
 

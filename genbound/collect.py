@@ -43,8 +43,7 @@ def collect(model: nn.Module, source: DataSource, *, batch_size: int = DEFAULT_B
             device: str | torch.device | None = None, return_logits: bool = False,
             progress_bar: bool = True) -> Collected:
     """Predictions and 0-1 losses of ``model`` on every sample of ``source`` (one streaming pass)."""
-    dev = resolve_device(device)
-    model = model.to(dev)
+    dev = resolve_device(device, model)
     preds: list[np.ndarray] = []
     logit_parts: list[np.ndarray] = []
     with model_mode(model, what="collect"):

@@ -36,6 +36,7 @@ from genbound.models.validate import check_model
 from genbound.partition import GridPartition, PartitionProtocol, PartitionSpec, build_grid, build_partition
 from genbound.stability import stability_flags
 from genbound.kappas import check_kappas
+from genbound.torch_utils import model_device, resolve_device
 
 GRID_NOTE = {"source_data": "none (data-independent grid over [0,1]^d)"}
 
@@ -184,8 +185,7 @@ def _check_inputs(inputs: list[ModelInput], cfg: Config) -> None:
         for src in (mi.train, mi.heldout):
             if src is not None and len(src):
                 x, _ = src.get(np.arange(min(2, len(src))))
-                dev = next((p.device for p in mi.model.parameters()), torch.device("cpu"))
-                check_model(mi.model, x.to(dev), src.num_classes, what=f"model {mi.name!r}")
+                check_model(mi.model, x.to(model_device(mi.model)), src.num_classes, what=f"model {mi.name!r}")
 
 
 def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSource, heldout: DataSource | None,
@@ -197,7 +197,8 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     models:
         A module, ``{name: module}``, or a list of :class:`ModelInput` (a model with its own data,
         e.g. one trained on partially random labels and judged on labels corrupted the same way).
-        Models take [0, 1] pixels (wrap with :func:`genbound.models.with_normalization`).
+        Models take [0, 1] pixels (wrap with :func:`genbound.models.with_normalization`). They are
+        moved to ``config.device`` (``None``: CUDA when available, else CPU) before anything runs.
     train, heldout:
         The exact training set of the models (eval preprocessing, no augmentation) and a held-out
         set disjoint from it (``None``: the held-out results are left out).
@@ -208,6 +209,9 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     """
     cfg = config or Config()
     inputs = _as_inputs(models, train, heldout)
+    dev = resolve_device(cfg.device)  # evaluate places its models once; every step then runs where they are
+    for mi in inputs:
+        mi.model.to(dev)
     _check_inputs(inputs, cfg)
     if cache_dir:
         make_output_folder(cache_dir)

@@ -25,9 +25,31 @@ T = TypeVar("T")
 _MASK64 = (1 << 64) - 1
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """PyTorch-style device argument: ``None`` means CUDA when available, else CPU."""
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` lives: the device of its first parameter or buffer (CPU if it has none)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def resolve_device(device: str | torch.device | None = None, model: nn.Module | None = None) -> torch.device:
+    """The one device policy of genbound.
+
+    - ``device`` given: that device (``'cpu'``, ``'cuda'``, ``'cuda:N'``; CUDA must be available).
+    - ``device=None`` with a ``model``: the model's own device. Functions that analyse a model they
+      are handed (collect, stability, curvature) pass it and never move it, as PyTorch's own
+      functions never move a module; an explicit ``device`` other than the model's is an error that
+      says how to fix it.
+    - ``device=None`` without a model: CUDA when available, else CPU. This is where genbound
+      *places* the models it owns: :func:`~genbound.models.load_model`, the trainers and
+      :func:`~genbound.pipeline.evaluate` resolve the run's device this way and move the model
+      there once, before any analysis.
+    """
     if device is None:
+        if model is not None:
+            return model_device(model)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
@@ -35,6 +57,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise UserInputError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(f"device {device!r} asked for but CUDA is not available; use device='cpu'")
+    if model is not None:
+        have = model_device(model)
+        if dev.type != have.type or (dev.index is not None and dev.index != have.index):
+            raise UserInputError(f"the model is on {have} but device={str(dev)!r} was asked; move the model "
+                                 f"first (model.to({str(dev)!r})) or leave device=None")
+        return have
     return dev
 
 

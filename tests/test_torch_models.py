@@ -144,3 +144,29 @@ def test_collect_warns_in_train_mode_and_restores_mode(data):
     with model_mode(m.train(), warn=False):
         assert not any(s.training for s in m.modules())
     assert m.training
+
+
+def test_one_device_policy():
+    """``resolve_device``: an analysed model is never moved (``None`` = its device, another device is
+    a one-line error); without a model ``None`` is CUDA when available, else CPU."""
+    from genbound.torch_utils import resolve_device
+
+    cpu_net = nn.Linear(3, 2)
+    assert resolve_device(None, cpu_net) == torch.device("cpu")
+    assert resolve_device("cpu", cpu_net) == torch.device("cpu")
+    assert resolve_device(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    meta_net = nn.Linear(3, 2, device="meta")
+    assert resolve_device(None, meta_net) == torch.device("meta")
+    with pytest.raises(UserInputError, match=r"model is on meta but device='cpu'.*model.to\('cpu'\)"):
+        resolve_device("cpu", meta_net)
+    with pytest.raises(UserInputError, match="unknown device"):
+        resolve_device("gpu0")
+    # analysis functions follow it: collect runs where the model is and leaves it there
+    from genbound.data.source import TensorSource
+
+    src = TensorSource(np.random.default_rng(0).random((4, 3), dtype=np.float32), np.array([0, 1, 0, 1]),
+                      num_classes=2, name="tiny")
+    with pytest.raises(UserInputError, match="model is on meta"):
+        collect(meta_net, src, device="cpu", progress_bar=False)
+    collect(cpu_net.eval(), src, progress_bar=False)
+    assert next(cpu_net.parameters()).device.type == "cpu"

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", type=real(low=0), default=8 / 255, help="PGD radius (default 8/255; MNIST-style data: 0.1-0.3)")
     parser.add_argument("--norm", choices=("linf", "l2"), default="linf", help="PGD norm (default linf)")
     parser.add_argument("--steps", type=integer(), default=10, help="PGD steps (default 10)")
-    parser.add_argument("--step-size", type=real(low=0, low_open=True), default=None, help="PGD step (default eps/4)")
+    parser.add_argument("--step-size", type=real(low=0, low_open=True), default=None, help="PGD step (default 2.5 eps / steps: eps/4 at 10 steps)")
     parser.add_argument("--subset", type=integer(low=1), default=2048, help="size of the fixed random training subset (default 2048)")
     parser.add_argument("--batch-size", type=integer(low=1), default=256, help="batch size of attack and curvature passes (default 256)")
     parser.add_argument("--estimator", choices=("hutchpp", "hutchinson", "fisher", "exact"), default="hutchpp",

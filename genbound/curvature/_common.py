@@ -126,31 +126,11 @@ def _group_of(model: nn.Module, name: str) -> str:
     return "other"
 
 
-def model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def model_dtype(model: nn.Module) -> torch.dtype:
     for p in model.parameters():
         if p.is_floating_point():
             return p.dtype
     return torch.get_default_dtype()
-
-
-def check_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    """The device to compute on: the model's, or ``device`` when the model is already there."""
-    have = model_device(model)
-    if device is None:
-        return have
-    want = torch.device(device)
-    if want.type != have.type or (want.index is not None and want.index != have.index):
-        raise UserInputError(
-            f"the model is on {have} but device={str(want)!r} was asked; move the model first "
-            f"(model.to({str(want)!r})) or leave device=None"
-        )
-    return have
 
 
 def as_batches(

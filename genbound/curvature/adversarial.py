@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genbound.attacks import ascent_step, project_delta
-from genbound.curvature._common import check_device, make_generator, model_dtype, stable_cross_entropy
+from genbound.attacks import ascent_step, default_step_size, project_delta
+from genbound.curvature._common import make_generator, model_dtype, stable_cross_entropy
 from genbound.errors import UserInputError
-from genbound.torch_utils import model_mode
+from genbound.torch_utils import model_mode, resolve_device
 
 NORMS = ("linf", "l2")
 
@@ -44,7 +44,7 @@ def pgd(
 ) -> torch.Tensor:
     """Adversarial examples ``x_adv`` (same shape, device and dtype as the model's inputs).
 
-    ``step_size`` defaults to ``eps / 4``. ``eps = 0`` returns ``x`` unchanged.
+    ``step_size`` defaults to :func:`genbound.attacks.default_step_size` (``2.5 eps / steps``). ``eps = 0`` returns ``x`` unchanged.
     """
     if norm not in NORMS:
         raise UserInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
@@ -52,8 +52,8 @@ def pgd(
         raise UserInputError(f"eps must be non-negative, got {eps}")
     if int(steps) < 0:
         raise UserInputError(f"steps must be non-negative, got {steps}")
-    dev = check_device(model, device)
-    alpha = eps / 4 if step_size is None else float(step_size)
+    dev = resolve_device(device, model)
+    alpha = default_step_size(eps, steps) if step_size is None else float(step_size)
     gen = make_generator(seed, dev)
     x = x.to(device=dev, dtype=model_dtype(model))
     y = y.to(device=dev, dtype=torch.long)

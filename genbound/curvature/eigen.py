@@ -30,13 +30,13 @@ from genbound.curvature._common import (
     Batch,
     as_batches,
     batch_weights,
-    check_device,
     make_generator,
     mean_ce,
     model_dtype,
     model_mode,
     resolve_params,
 )
+from genbound.torch_utils import resolve_device
 from genbound.errors import UserInputError
 
 
@@ -143,7 +143,7 @@ def top_eigenvalues(
         raise UserInputError(f"method must be 'power' or 'lanczos', got {method!r}")
     if int(k) < 1:
         raise UserInputError(f"k must be at least 1, got {k}")
-    dev = check_device(model, device)
+    dev = resolve_device(device, model)
     specs, tensors = resolve_params(model, params)
     batches = as_batches(data, batch_size=batch_size, device=dev, dtype=model_dtype(model))
     dim = sum(t.numel() for t in tensors)

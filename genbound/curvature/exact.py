@@ -20,12 +20,12 @@ from genbound.curvature._common import (
     Batch,
     as_batches,
     batch_weights,
-    check_device,
     model_dtype,
     model_mode,
     resolve_params,
     stable_cross_entropy,
 )
+from genbound.torch_utils import resolve_device
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
 
@@ -47,7 +47,7 @@ def exact_blocks(
     With ``joint=True`` the full Hessian over all selected tensors (concatenated in selection
     order, each flattened) is returned under the key ``"__all__"``, cross blocks included.
     """
-    dev = check_device(model, device)
+    dev = resolve_device(device, model)
     specs, tensors = resolve_params(model, params)
     sizes = [t.numel() for t in tensors]
     if (sum(sizes) if joint else max(sizes)) > MAX_EXACT_NUMEL:
@@ -93,7 +93,7 @@ def exact(
 ) -> TraceResult:
     """Exact per-layer traces ``Tr H_kk`` from :func:`exact_blocks` (standard errors are 0)."""
     t0 = time.perf_counter()
-    dev = check_device(model, device)
+    dev = resolve_device(device, model)
     specs, tensors = resolve_params(model, params)
     batches = as_batches(data, batch_size=batch_size, device=dev, dtype=model_dtype(model))
     blocks = exact_blocks(

@@ -40,12 +40,12 @@ from genbound.curvature._common import (
     Batch,
     as_batches,
     ce_logit_gradients,
-    check_device,
     make_generator,
     model_dtype,
     model_mode,
     resolve_params,
 )
+from genbound.torch_utils import resolve_device
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
 
@@ -142,7 +142,7 @@ def fisher(
             check_piecewise_linear(model, bn_mode=bn_mode)
     else:
         check_piecewise_linear(model, bn_mode=bn_mode)
-    dev = check_device(model, device)
+    dev = resolve_device(device, model)
     specs, tensors = resolve_params(model, params)
     names = [s.name for s in specs]
     batches = as_batches(data, batch_size=batch_size, device=dev, dtype=model_dtype(model))

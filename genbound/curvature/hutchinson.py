@@ -53,7 +53,6 @@ from genbound.curvature._common import (
     Batch,
     as_batches,
     batch_weights,
-    check_device,
     make_generator,
     mean_ce,
     model_dtype,
@@ -62,6 +61,7 @@ from genbound.curvature._common import (
     resolve_params,
     softmax_hessian_product,
 )
+from genbound.torch_utils import resolve_device
 from genbound.curvature.hutchpp import check_rel_se
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
@@ -130,7 +130,7 @@ def hutchinson(
             f"n_probes={n_probes}, max_probes={max_probes}"
         )
     products = _resolve_products(model, products, probe_mode, bn_mode)
-    dev = check_device(model, device)
+    dev = resolve_device(device, model)
     specs, tensors = resolve_params(model, params)
     batches = as_batches(data, batch_size=batch_size, device=dev, dtype=model_dtype(model))
     weights, n_total = batch_weights(batches)

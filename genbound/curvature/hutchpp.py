@@ -45,7 +45,6 @@ from genbound.curvature._common import (
     Batch,
     as_batches,
     batch_weights,
-    check_device,
     make_generator,
     mean_ce,
     model_dtype,
@@ -53,6 +52,7 @@ from genbound.curvature._common import (
     rademacher_like,
     resolve_params,
 )
+from genbound.torch_utils import resolve_device
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
 
@@ -115,7 +115,7 @@ def hutchpp(
     n_probes = _positive_int("n_probes", n_probes, 2)
     min_probes = _positive_int("min_probes", min_probes, 2)
     max_products = _positive_int("max_products", max_products, 2)
-    dev = check_device(model, device)
+    dev = resolve_device(device, model)
     specs, tensors = resolve_params(model, params)
     batches = as_batches(data, batch_size=batch_size, device=dev, dtype=model_dtype(model))
     weights, n_total = batch_weights(batches)

@@ -26,7 +26,6 @@ from torch.func import functional_call, grad, vmap
 from genbound.curvature._common import (
     Batch,
     as_batches,
-    check_device,
     make_generator,
     mean_ce,
     model_dtype,
@@ -34,6 +33,7 @@ from genbound.curvature._common import (
     resolve_params,
     stable_cross_entropy,
 )
+from genbound.torch_utils import resolve_device
 from genbound.curvature.results import LayerTrace, TraceResult
 from genbound.errors import UserInputError
 
@@ -61,7 +61,7 @@ def gradient_noise_trace(
     """
     if method not in ("per_sample", "minibatch"):
         raise UserInputError(f"method must be 'per_sample' or 'minibatch', got {method!r}")
-    dev = check_device(model, device)
+    dev = resolve_device(device, model)
     specs, tensors = resolve_params(model, params)
     names = [s.name for s in specs]
     batches = as_batches(data, batch_size=batch_size, device=dev, dtype=model_dtype(model))

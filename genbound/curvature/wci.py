@@ -32,8 +32,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from genbound.curvature._common import check_device, model_dtype, wci_parameters
-from genbound.torch_utils import model_mode
+from genbound.attacks import default_step_size
+from genbound.curvature._common import model_dtype, wci_parameters
+from genbound.torch_utils import model_mode, resolve_device
 from genbound.curvature.adversarial import NORMS, pgd
 from genbound.curvature.exact import exact
 from genbound.curvature.fisher import fisher
@@ -231,7 +232,7 @@ def wci(
         model: classifier returning logits (left as it was found).
         data: the training set, ``(x, y)`` tensors (inputs in ``clip`` range) or a map-style
             ``Dataset`` of ``(x, y)``.
-        eps, norm, steps, step_size, random_start, clip: PGD (``step_size`` default ``eps/4``;
+        eps, norm, steps, step_size, random_start, clip: PGD (``step_size`` default ``2.5 eps / steps``;
             ``eps=0`` uses the clean examples).
         subset_size: size of ``S'``, fixed random indices ``torch.randperm(N, seed)[:subset_size]``
             (``None`` or ``>= N``: all examples).
@@ -259,7 +260,7 @@ def wci(
     if norm not in NORMS:
         raise UserInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
     rel_se = check_rel_se(rel_se)
-    dev = check_device(model, device)
+    dev = resolve_device(device, model)
     data = _tensors_of(data)
     N = len(data) if isinstance(data, Dataset) else int(data[0].shape[0])
     if N == 0:
@@ -310,7 +311,7 @@ def wci(
         "eps": float(eps),
         "norm": norm,
         "steps": int(steps) if attack is None else None,
-        "step_size": (float(eps) / 4 if step_size is None else float(step_size)) if attack is None else None,
+        "step_size": (default_step_size(eps, steps) if step_size is None else float(step_size)) if attack is None else None,
         "random_start": bool(random_start) if attack is None else None,
         "clip": list(clip) if clip is not None else None,
         "attack": "pgd (genbound.curvature.adversarial, eval mode, true labels)" if attack is None else f"custom: {getattr(attack, '__name__', type(attack).__name__)}",

@@ -134,7 +134,7 @@ def run_engine(engine: StabilityEngine, model: nn.Module, source: DataSource, ka
     in batches of ``batch_size`` and merge the batch results (module docstring)."""
     if int(batch_size) < 1:
         raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
-    dev = resolve_device(device)
+    dev = resolve_device(device, model)
     k = np.asarray(kappas, dtype=np.float64)
     t0 = time.perf_counter()
     if engine.sound:  # a proof about a train-mode model would be about another function: refuse, never switch

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genbound import names
-from genbound.attacks import project_step, random_start
+from genbound.attacks import DEFAULT_REL_STEP, default_step_size, project_step, random_start
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
 from genbound.stability.engine import UNITS, BatchResult, StabilityResult, run_engine
@@ -63,7 +63,7 @@ class PGDEngine:
     name, sound = "pgd", False
 
     def __init__(self, *, norm: str = "linf", steps: int = 10, restarts: int = 1, step_size: float | None = None,
-                 rel_step_size: float = 2.5, seed: int = 0, early_exit: bool = True, carry_flips: bool = True,
+                 rel_step_size: float = DEFAULT_REL_STEP, seed: int = 0, early_exit: bool = True, carry_flips: bool = True,
                  prescreen: bool | str = "auto", batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         if norm not in names.NORMS:
             raise UserInputError(f"PGD norm must be 'linf' or 'l2'; got {norm!r}")
@@ -80,7 +80,7 @@ class PGDEngine:
     def start(self, model: nn.Module, kappas: np.ndarray, device: torch.device) -> None:
         self.k = kappas
         self.alphas = [float(self.step_size) if self.step_size is not None
-                       else self.rel_step_size * float(kp) / max(self.steps, 1) for kp in kappas]
+                       else default_step_size(kp, self.steps, self.rel_step_size) for kp in kappas]
         self.dev = device
         self.model = model.to(device)
         use = self.prescreen is True or (self.prescreen == "auto" and self.early_exit)
@@ -158,7 +158,7 @@ class PGDEngine:
 
 
 def pgd_stability(model: nn.Module, source: DataSource, kappas: Sequence[float] | np.ndarray, *, norm: str = "linf", steps: int = 10,
-                  restarts: int = 1, step_size: float | None = None, rel_step_size: float = 2.5, seed: int = 0,
+                  restarts: int = 1, step_size: float | None = None, rel_step_size: float = DEFAULT_REL_STEP, seed: int = 0,
                   early_exit: bool = True, carry_flips: bool = True, prescreen: bool | str = "auto",
                   batch_size: int = DEFAULT_BATCH_SIZE,
                   device: str | torch.device | None = None, progress_bar: bool = True,

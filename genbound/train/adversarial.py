@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genbound.attacks import default_step_size
 from genbound.curvature import pgd
 from genbound.errors import UserInputError
 from genbound.fileio import append_text, make_output_folder, write_text
@@ -92,7 +93,7 @@ class TrainConfig:
 
     @property
     def step_size(self) -> float:
-        return self.attack_step_size if self.attack_step_size is not None else 2.5 * self.eps / self.attack_steps
+        return self.attack_step_size if self.attack_step_size is not None else default_step_size(self.eps, self.attack_steps)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genbound.attacks import default_step_size
 from genbound.curvature import gradient_noise_trace, pgd, top_eigenvalues, wci
 from genbound.torch_utils import derive_seed
 
@@ -85,7 +86,7 @@ class Tracker:
         self.x_val, self.y_val = x_val, y_val
         self.decay_epochs = list(decay_epochs)
         self.epochs = int(epochs)
-        self.step_size = config.eval_step_size if config.eval_step_size is not None else self.eps / 4
+        self.step_size = config.eval_step_size if config.eval_step_size is not None else default_step_size(self.eps, config.eval_steps)
         self.protocol = {
             "attack": f"pgd {norm} eps={eps} steps={config.eval_steps} step={self.step_size} random start, eval mode, true labels",
             "attack_seed": "fixed across epochs",

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genbound.attacks import ascent_step, project_delta
+from genbound.attacks import ascent_step, default_step_size, project_delta
 from genbound.errors import UserInputError
 from genbound.torch_utils import model_mode
 
@@ -30,7 +30,7 @@ def trades_attack(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = 
     """The TRADES inner maximizer: PGD ascent on ``KL(p(x) || p(x'))`` (eval mode; detached result)."""
     if norm not in ("linf", "l2"):
         raise UserInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    alpha = eps / 4 if step_size is None else float(step_size)
+    alpha = default_step_size(eps, steps) if step_size is None else float(step_size)
     with model_mode(model, grad=False, warn=False):
         with torch.no_grad():
             p_nat = model(x).detach()

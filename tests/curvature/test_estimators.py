@@ -30,7 +30,7 @@ MODELS = {"conv_bn": conv_bn_net, "resnet": resnet_tiny}
 def case(request):
     model = MODELS[request.param]()
     x, y = toy_data(24)
-    x_adv = pgd(model, x, y, eps=0.1, steps=3, seed=0)  # frozen adversarial examples
+    x_adv = pgd(model, x, y, eps=0.1, steps=3, step_size=0.025, seed=0)  # frozen adversarial examples
     ref = exact(model, (x_adv, y), params="all", batch_size=10)
     return model, (x_adv, y), ref
 

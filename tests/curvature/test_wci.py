@@ -77,7 +77,7 @@ def test_wci_result_records_protocol_and_serializes(tmp_path):
     assert json.loads((tmp_path / "w.json").read_text()) == d
     assert d["provenance"] == "reconstructed" and d["schema"] == "genbound.wci/1"
     p = d["protocol"]
-    for key, val in dict(eps=0.1, norm="linf", steps=3, step_size=0.025, subset_size=16, seed=5,
+    for key, val in dict(eps=0.1, norm="linf", steps=3, step_size=2.5 * 0.1 / 3, subset_size=16, seed=5,
                          bn_mode="eval", estimator="hutchpp", probes=4, sketch=2, rel_se=None,
                          include_biases=True).items():
         assert p[key] == val, key

@@ -235,8 +235,8 @@ def sound_stability(
     intermediate : ``"crown"`` (default: CROWN bounds for the neurons IBP leaves unstable,
         intersected with IBP) or ``"ibp"`` (IBP intermediates only; much cheaper on large conv
         nets, still sound, looser).
-    device : where the model and the verifier run; ``None``: CUDA when available, else CPU (the one
-        device policy, :func:`genbound.torch_utils.resolve_device`).
+    device : where the verifier runs; ``None``: the model's device (the one device policy,
+        :func:`genbound.torch_utils.resolve_device`; the model is never moved).
 
     Returns :class:`SoundStabilityResult` with ``stable`` bool[n, J] (monotone in kappa) and
     ``evidence`` (method, sound=True, norm, tolerance, per-kappa counts, status, reason).
@@ -253,7 +253,7 @@ def sound_stability(
     from tqdm.auto import tqdm
 
     refuse_train_mode(model, "certifying stability")
-    engine.start(model, k, resolve_device(device))
+    engine.start(model, k, resolve_device(device, model))
     batches = []
     with model_mode(model, grad=False, warn=False):
         for s in tqdm(range(0, n, engine.batch_size), desc=f"sound stability ({method}, {norm})", unit="batch",
