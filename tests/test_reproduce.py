@@ -112,3 +112,50 @@ def test_protocols_as_configs():
     assert nuhu.value("bounds", "partition") == "kmeans"
     over = than.override("bounds", "K", [2])
     assert [c for c in over.choices if c.key == "K"][0].status == "user"
+
+
+def _doc(values: dict[str, tuple[str, float | None, float | None]], heldout_error: float) -> dict:
+    results = [{"model": "m", "name": n, "kind": kind, "value": v, "kappa": kap, "K": 10,
+                "heldout_error": heldout_error} for n, (kind, v, kap) in values.items()]
+    return {"results": results, "run": {"models": [{"name": "m", "train_error": 0.1}]}}
+
+
+def test_table_kinds_marks_and_medians():
+    from genbound.report.paper_table import build_table, to_csv, to_markdown
+    runs = [(0, _doc({"holdout_cp": ("certified", 0.3, None), "theorem_h": ("certified", 0.9, None),
+                      "stability_b": ("diagnostic", 0.2, 0.01)}, 0.25)),
+            (1, _doc({"holdout_cp": ("certified", 0.5, None), "theorem_h": ("diagnostic", 0.7, None),
+                      "stability_b": ("diagnostic", None, 0.01)}, 0.35)),
+            (2, _doc({"holdout_cp": ("certified", 0.4, None), "theorem_h": ("certified", 0.8, None),
+                      "stability_b": ("diagnostic", 0.6, 0.01)}, 0.3))]
+    t = build_table(runs)
+    cols = {c["name"]: c for c in t["columns"]}
+    assert [c["name"] for c in t["columns"]] == ["holdout_cp", "theorem_h", "stability_b"]  # certified, mixed, diagnostic
+    assert cols["theorem_h"]["kind"] == "mixed" and cols["stability_b"]["uses_test_labels"] is False
+    median = next(r for r in t["rows"] if r["seed"] == "median")
+    assert median["values"] == {"holdout_cp": 0.4, "theorem_h": 0.8, "stability_b": pytest.approx(0.4)}  # None skipped
+    assert median["test_error"] == 0.3 and [r["seed"] for r in t["rows"]] == [0, 1, 2, "median"]
+    proto = {**PROTOCOLS["than2024"].record(), "models_used": ["x"], "seeds_used": 3}
+    md = to_markdown(t, proto, 0.05)
+    assert "| m | 1 | 10 | 0.01 (2.55/255) | 0.1000 | 0.3500 | 0.5000 | 0.7000 (d) | — |" in md
+    assert "holds at 1 - 0.1" in md
+    assert to_csv(t).splitlines()[2].split(",")[-1] == ""  # a missing value stays empty, never 0
+
+
+def test_the_command_follows_the_command_contract(capsys):
+    from genbound.commands import reproduce
+    assert cli.COMMANDS[reproduce.NAME] == "genbound.commands.reproduce" and cli._HELP[reproduce.NAME] == reproduce.HELP
+    assert cli.main(["reproduce", "--help"]) == 0
+    assert "than2024" in capsys.readouterr().out
+
+
+def test_config_only_writes_the_protocols_configs(tmp_path, capsys):
+    from genbound.config import load_config_file
+    (tmp_path / "train" / "n01440764").mkdir(parents=True)
+    assert cli.main(["reproduce", "than2024", "--data", str(tmp_path / "train"), "--model",
+                     "torchvision:resnet18", "--out", str(tmp_path / "o"), "--config-only"]) == 0
+    written = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert written == ["protocol.json"] + [f"seed-{s}.toml" for s in range(10)]  # the published 10 partitions
+    rc = load_config_file(tmp_path / "o" / "seed-7.toml")
+    assert rc.config.K == (100, 1000, 5000, 10000) and rc.config.partition == "heldout" and rc.config.partition_seed == 7
+    assert rc.models[0].input_normalization == "imagenet" and rc.preprocess.resize == 256
