@@ -159,3 +159,18 @@ def test_config_only_writes_the_protocols_configs(tmp_path, capsys):
     rc = load_config_file(tmp_path / "o" / "seed-7.toml")
     assert rc.config.K == (100, 1000, 5000, 10000) and rc.config.partition == "heldout" and rc.config.partition_seed == 7
     assert rc.models[0].input_normalization == "imagenet" and rc.preprocess.resize == 256
+
+
+def test_timm_models_keep_their_own_normalization_and_transform():
+    than = PROTOCOLS["than2024"]
+    timm_only = build_config(than, data={"train": "x"}, models=[{"name": "v", "factory": "timm:vit_base_patch16_224"}],
+                             seed=0)
+    assert "input_normalization" not in timm_only["models"][0]  # evaluate then takes the model's own
+    assert "preprocess" not in timm_only["data"]  # and its pretrained_cfg transform
+    mixed = build_config(than, data={"train": "x"}, models=[{"name": "v", "factory": "timm:vit_base_patch16_224"},
+                                                           {"name": "r", "factory": "torchvision:resnet18"}], seed=0)
+    assert mixed["data"]["preprocess"] == "imagenet" and mixed["models"][1]["input_normalization"] == "imagenet"
+    assert "input_normalization" not in mixed["models"][0]
+    forced = build_config(than.override("data", "preprocess", "imagenet-bicubic"), data={"train": "x"},
+                          models=[{"name": "v", "factory": "timm:vit_base_patch16_224"}], seed=0)
+    assert forced["data"]["preprocess"] == "imagenet-bicubic"

@@ -106,7 +106,7 @@ def _model_entries(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str 
     if not entries:
         raise UserInputError("give the models: --model FACTORY=WEIGHTS (repeat) or --models FILE.toml; "
                              f"the protocol's are {', '.join(args._protocol.models)}")
-    names = [m.get("name") for m in entries]
+    names = [m["name"] for m in entries if "name" in m]  # unnamed ones are named by evaluate (modelN)
     if len(set(names)) != len(names):
         raise UserInputError(f"model names must be unique, got {names}; name them in a --models file")
     return entries, folder
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from genbound.config import load_config_file, to_toml
     from genbound.fileio import check_output_folder, make_output_folder, write_text
     from genbound.report.paper_table import build_table, to_markdown, write_table
-    from genbound.studies.protocols import build_config
+    from genbound.studies.protocols import adaptations, build_config
 
     proto = _protocol(args)
     args._protocol = proto
@@ -191,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         write_text(path, text)
         paths.append(path)
     record = {**proto.record(), "models_used": [m.get("factory", "?") for m in models], "seeds_used": seeds}
+    record["notes"] = record["notes"] + adaptations(proto, models)
     write_text(os.path.join(out, "protocol.json"), json.dumps(record, indent=2) + "\n")
     if args.config_only:
         print(f"wrote {len(paths)} config(s) to {out}/ (seed-0.toml ...) and protocol.json; run each with "
@@ -203,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir = make_output_folder(os.path.join(out, f"seed-{seed}"))
         link = os.path.join(run_dir, "cache")
         if not os.path.exists(link):  # one stability cache for every seed: flags do not depend on the partition
-            os.symlink(os.path.relpath(cache, run_dir), link)
+            with contextlib.suppress(FileExistsError):  # another torchrun rank made it first
+                os.symlink(os.path.relpath(cache, run_dir), link)
         print(f"== {proto.name}: partition seed {seed} ({seed + 1}/{seeds})", flush=True)
         try:
             with _on_path(models_folder):

@@ -177,5 +177,35 @@ def build_config(protocol: Protocol, *, data: dict[str, Any], models: list[dict[
         else:
             sections[c.section][c.key] = c.value
     sections["bounds"].update(partition_options or {})
-    sections["models"] = [{**model_defaults, **m} for m in models]
+    sections["models"] = [{**_own_defaults(model_defaults, m), **m} for m in models]
+    if models and all(_is_timm(m) for m in models) and _status(protocol, "data", "preprocess") != "user":
+        # "the models' own evaluation transform": for timm models that is their pretrained_cfg's
+        sections["data"].pop("preprocess", None)
     return {k: v for k, v in sections.items() if v or k == "models"}
+
+
+def _is_timm(model: dict[str, Any]) -> bool:
+    return str(model.get("factory", "")).startswith("timm:")
+
+
+def _status(protocol: Protocol, section: str, key: str) -> str | None:
+    return next((c.status for c in protocol.choices if (c.section, c.key) == (section, key)), None)
+
+
+def _own_defaults(defaults: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """A timm model declares its own mean/std (pretrained_cfg): the protocol's ImageNet default
+    would silently feed it wrongly normalized inputs."""
+    return {k: v for k, v in defaults.items() if not (k == "input_normalization" and _is_timm(model))}
+
+
+def adaptations(protocol: Protocol, models: list[dict[str, Any]]) -> list[str]:
+    """What :func:`build_config` changed for these models, in words (recorded with the table)."""
+    out = []
+    timm = [m.get("name", m.get("factory")) for m in models if _is_timm(m)]
+    if timm and not any("input_normalization" in m for m in models if _is_timm(m)):
+        out.append(f"timm models ({', '.join(map(str, timm))}) take their own mean/std (pretrained_cfg), not the "
+                   "protocol's ImageNet default")
+    if models and len(timm) == len(models) and _status(protocol, "data", "preprocess") != "user":
+        out.append("every model is a timm model: the preprocessing is their own evaluation transform "
+                   "(pretrained_cfg), the protocol's 'the models' eval transforms'")
+    return out
