@@ -177,8 +177,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:  # every config checked by evaluate's loader before anything is written
         for seed, text in configs:
             path = os.path.join(tmp, f"seed-{seed}.toml")
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            write_text(path, text)
             try:
                 load_config_file(path)
             except UserInputError as exc:
