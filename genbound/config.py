@@ -21,7 +21,8 @@ import numpy as np
 
 from genbound.errors import UserInputError
 from genbound.kappas import check_kappas
-from genbound.names import INTERMEDIATE_BOUNDS, NORMS, PARTITION_KINDS, STABILITY_METHODS
+from genbound.names import (INTERMEDIATE_BOUNDS, KMEANS_BACKENDS, KMEANS_FITS, NORMS, PARTITION_KINDS,
+                            STABILITY_METHODS)
 
 DEFAULT_KAPPAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 
@@ -71,6 +72,12 @@ class Config:
     ``stability``: an engine of :data:`genbound.names.STABILITY_METHODS`; the sound ones (``ibp``,
     ``crown``, ``exact``) prove their flags; ``sound_intermediate`` (``crown`` or ``ibp``) sets the
     intermediate bounds of ``crown`` / ``exact``.
+
+    ``partition="kmeans"`` fits K clusters (k-means++ seeding, ``kmeans_iterations`` Lloyd steps,
+    seed ``partition_seed``) on a split of the held-out data (``kmeans_fit="heldout-split"``,
+    a fraction ``kmeans_fit_fraction``, left out of the held-out statistics) or on the training set
+    (``"train"``: every partition result becomes a diagnostic), in pixel space or on the output of
+    the model's layer ``kmeans_features`` (then one partition per model, and a diagnostic too).
     """
 
     kappas: tuple[float, ...] = DEFAULT_KAPPAS
@@ -80,6 +87,12 @@ class Config:
     label_pure: bool = False
     partition_seed: int = 0
     projection_dim: int = 32
+    kmeans_fit: str = "heldout-split"
+    kmeans_fit_fraction: float = 0.5
+    kmeans_features: str | None = None
+    kmeans_iterations: int = 20
+    kmeans_seeding_sample: int = 10_000
+    kmeans_backend: str = "torch"
     stability: str = "pgd"
     norm: str = "linf"
     pgd_steps: int = 10
@@ -122,6 +135,7 @@ class Config:
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise UserInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
             set_(name, bool(getattr(self, name)))
+        self._check_kmeans()
         if not (isinstance(self.pgd_prescreen, bool) or self.pgd_prescreen == "auto"):
             raise UserInputError("pgd_prescreen (stability.prescreen) must be true, false or \"auto\", "
                                  f"got {self.pgd_prescreen!r}")
@@ -130,6 +144,33 @@ class Config:
         set_("kappas", tuple(float(k) for k in check_kappas(kappas, norm=self.norm, positive=True, sort=True)))
         set_("K", tuple(dict.fromkeys(Ks)))
         set_("delta", delta)
+
+    def _check_kmeans(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        for name, allowed in (("kmeans_fit", KMEANS_FITS), ("kmeans_backend", KMEANS_BACKENDS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                raise UserInputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        frac = as_real(self.kmeans_fit_fraction, "kmeans_fit_fraction")
+        if not 0 < frac < 1:
+            raise UserInputError(f"kmeans_fit_fraction must be strictly between 0 and 1, got {frac}")
+        set_("kmeans_fit_fraction", frac)
+        set_("kmeans_iterations", as_int(self.kmeans_iterations, "kmeans_iterations", minimum=0))
+        set_("kmeans_seeding_sample", as_int(self.kmeans_seeding_sample, "kmeans_seeding_sample", minimum=1))
+        if self.kmeans_features is not None and (not isinstance(self.kmeans_features, str) or not self.kmeans_features):
+            raise UserInputError(f"kmeans_features must name a layer of the model (e.g. \"layer4\"), got "
+                                 f"{self.kmeans_features!r}; leave it out for pixel space")
+        if self.partition != "kmeans":
+            defaults = {f.name: f.default for f in fields(Config) if f.name.startswith("kmeans_")}
+            changed = [k for k, v in defaults.items() if getattr(self, k) != v]
+            if changed:
+                raise UserInputError(f"{', '.join(changed)}: only for partition = \"kmeans\" (partition is "
+                                     f"{self.partition!r}); remove it or set partition = \"kmeans\"")
+        if self.partition == "kmeans" and self.kmeans_backend == "faiss":
+            import importlib.util
+            if importlib.util.find_spec("faiss") is None:
+                raise UserInputError("kmeans_backend = \"faiss\" needs the faiss package: pip install faiss-cpu "
+                                     "(or use the default kmeans_backend = \"torch\")")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -15,6 +15,12 @@ NOISE_KINDS = NORMS + ("gaussian",)
 #: Intermediate bounds of the CROWN verifier.
 INTERMEDIATE_BOUNDS = ("crown", "ibp")
 
-#: Partitions (``genbound.partition``): Voronoi kinds, and kappa-fine label-pure grids.
+#: Partitions (``genbound.partition``): Voronoi kinds, kappa-fine label-pure grids, k-means clusters.
 VORONOI_KINDS = ("uniform", "heldout", "projection")
-PARTITION_KINDS = VORONOI_KINDS + ("grid",)
+PARTITION_KINDS = VORONOI_KINDS + ("grid", "kmeans")
+
+#: What a k-means partition is fitted on: a split of the held-out data disjoint from the held-out
+#: samples used for evaluation (independent of the training sample), or the training set itself
+#: (then every partition result is a diagnostic). Backends: torch, or faiss when installed.
+KMEANS_FITS = ("heldout-split", "train")
+KMEANS_BACKENDS = ("torch", "faiss")

@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -33,7 +33,8 @@ from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
-from genbound.partition import GridPartition, PartitionProtocol, PartitionSpec, build_grid, build_partition
+from genbound.partition import (GridPartition, KMeansPartition, KMeansSpec, PartitionProtocol, PartitionSpec, build_grid, build_kmeans,
+                                build_partition, check_kmeans)
 from genbound.stability import stability_flags
 from genbound.kappas import check_kappas
 from genbound.torch_utils import model_device, resolve_device
@@ -186,6 +187,10 @@ def _check_inputs(inputs: list[ModelInput], cfg: Config) -> None:
             if src is not None and len(src):
                 x, _ = src.get(np.arange(min(2, len(src))))
                 check_model(mi.model, x.to(model_device(mi.model)), src.num_classes, what=f"model {mi.name!r}")
+        if cfg.partition == "kmeans":
+            for K in cfg.K:
+                check_kmeans(kmeans_spec(cfg, K, mi.train.num_classes), train=mi.train, heldout=mi.heldout,
+                             model=mi.model)
 
 
 def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSource, heldout: DataSource | None,
@@ -217,7 +222,10 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         make_output_folder(cache_dir)
     t0 = time.perf_counter()
     kappas = np.asarray(cfg.kappas, dtype=np.float64)
-    partitions = build_partitions(cfg, train, heldout)
+    # a partition on a model's features belongs to that model: built in the loop, one per model
+    per_model = cfg.partition == "kmeans" and cfg.kmeans_features is not None
+    partitions = {} if per_model else build_partitions(cfg, train, heldout, cache_dir=cache_dir)
+    partition_records: dict[str, Any] = {str(key): p.record() for key, p in partitions.items()}
     cell_cache: dict[tuple[int, str], np.ndarray] = {}
     reports: list[BoundReport] = []
     stats_all: list[SampleStats] = []
@@ -234,6 +242,9 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
                                "(non-deterministic model?)")
         evidence[mi.name] = stab["evidence"]
+        parts = build_partitions(cfg, mi.train, mi.heldout, model=mi.model, cache_dir=cache_dir) if per_model else partitions
+        if per_model:
+            partition_records.update({f"{mi.name}:{key}": p.record() for key, p in parts.items()})
         # a flag proves a cell only when the engine is sound and verified the model it was given
         sound = bool(stab["evidence"].get("sound")) and stab["evidence"].get("status", "verified") == "verified"
         errors[mi.name] = {"train_error": tr.error, "heldout_error": None if ho is None else ho.error,
@@ -243,7 +254,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         if cfg.partition == "grid":
             assigned = [(part, _cells(part, mi.train, cfg, cache_dir, cell_cache),
                          _cells(part, mi.heldout, cfg, cache_dir, cell_cache) if ho is not None else np.zeros(0, np.int64))
-                        for part in partitions.values()]
+                        for part in parts.values()]
             kf = grid_bounds(model=mi.name, grids=assigned, train_loss=tr.loss, stable=stab["stable"], delta=cfg.delta,
                              heldout_loss=None if ho is None else ho.loss, stability_method=cfg.stability,
                              stability_sound=sound, partition_note=GRID_NOTE)
@@ -251,7 +262,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             stats_all.extend(replace(s, **ids, **ho_ids) for s in kf.stats)
             reports.extend(kf.reports)
             continue
-        for K, part in partitions.items():
+        for K, part in parts.items():
             tc = _cells(part, mi.train, cfg, cache_dir, cell_cache)
             hc = hl = np.zeros(0, np.int64)
             if ho is not None:
@@ -268,15 +279,15 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             )
             stats_all.append(s)
             reports.append(compute_bounds(s, cfg.delta))
-            if len(partitions) > 1:
-                grid_reports.append(compute_bounds(s, split_delta(cfg.delta, len(partitions))))
+            if len(parts) > 1:
+                grid_reports.append(compute_bounds(s, split_delta(cfg.delta, len(parts))))
     report = BoundReport.merge(reports)
     records = {
         "models": [{"name": mi.name, **getattr(mi.model, "genbound_model", {}),
                     **({"training": _jsonable(mi.model.genbound_training)} if hasattr(mi.model, "genbound_training") else {}),
                     "fingerprint": model_fingerprint(mi.model), **errors[mi.name]} for mi in inputs],
         "stability": evidence,
-        "partitions": {str(key): p.record() for key, p in partitions.items()},
+        "partitions": partition_records,
         "wall_s": round(time.perf_counter() - t0, 3),
         "versions": software_versions(),
     }
@@ -284,7 +295,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         best = [b for kf in grids.values() for b in kf.best]
         records["delta_accounting"] = {name: kf.delta_accounting for name, kf in grids.items()}
     else:
-        best = best_over_grid(grid_reports, cfg.delta, len(partitions), what="K values") if len(partitions) > 1 else []
+        best = best_over_grid(grid_reports, cfg.delta, len(cfg.K), what="K values") if len(cfg.K) > 1 else []
     return Evaluation(report, stats_all, cfg, records, best, grids)
 
 
@@ -298,10 +309,16 @@ def _jsonable(v: Any) -> Any:
     return json.loads(json.dumps(v, default=str))
 
 
-def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None) -> dict[Any, PartitionProtocol]:
-    """The partitions of a run, fixed before any training sample is looked at: one Voronoi
-    partition per K (keyed by K), or one kappa-fine label-pure grid per kappa (keyed by
-    ``"grid:<kappa>"``) over the data's fixed input range."""
+def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None,
+                     model: nn.Module | None = None, cache_dir: str | None = None) -> dict[Any, PartitionProtocol]:
+    """The partitions of a run: one Voronoi partition per K (keyed by K), fixed before any training
+    sample is looked at; one kappa-fine label-pure grid per kappa (keyed by ``"grid:<kappa>"``) over
+    the data's fixed input range; or one k-means partition per K, fitted on a held-out split
+    (independent of the training sample) or on the training set or ``model``'s features (then
+    ``depends_on_training_set`` and every partition result is a diagnostic); with ``cache_dir``
+    a k-means fit is saved there and reused by a rerun with the same inputs."""
+    if cfg.partition == "kmeans":
+        return {K: _kmeans(kmeans_spec(cfg, K, train.num_classes), cfg, train, heldout, model, cache_dir) for K in cfg.K}
     if cfg.partition == "grid":
         return {f"grid:{k!r}": build_grid(kappa=k, input_dim=train.dim, num_classes=train.num_classes,
                                           range=tuple(train.input_range)) for k in cfg.kappas}
@@ -312,6 +329,33 @@ def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None)
                              projection_dim=cfg.projection_dim if cfg.partition == "projection" else None)
         out[K] = build_partition(spec, input_dim=train.dim, heldout=heldout, batch_size=cfg.batch_size)
     return out
+
+
+def _kmeans(spec: KMeansSpec, cfg: Config, train: DataSource, heldout: DataSource | None, model: nn.Module | None,
+            cache_dir: str | None) -> KMeansPartition:
+    model_id = model_fingerprint(model) if spec.features is not None and model is not None else None
+    path = None
+    if cache_dir:
+        fit_data = source_fingerprint(train) if spec.fit == "train" else (
+            source_fingerprint(heldout) if heldout is not None and len(heldout) else None)
+        key = _fingerprint(asdict(spec), fit_data, model_id)
+        path = os.path.join(cache_dir, f"kmeans-K{spec.regions}-{key}.npz")
+        if os.path.exists(path):
+            with np.load(path) as z:
+                return KMeansPartition.from_state(spec, z, model=model)
+    part = build_kmeans(spec, train=train, heldout=heldout, model=model, batch_size=cfg.batch_size, device=cfg.device,
+                        model_id=model_id, progress_bar=cfg.progress)
+    if path:
+        _save_npz_atomic(path, **part.state())
+    return part
+
+
+def kmeans_spec(cfg: Config, K: int, num_classes: int) -> KMeansSpec:
+    """The k-means partition with K clusters that ``cfg`` asks for."""
+    return KMeansSpec(regions=K, seed=cfg.partition_seed, fit=cfg.kmeans_fit, fit_fraction=cfg.kmeans_fit_fraction,
+                      features=cfg.kmeans_features, iterations=cfg.kmeans_iterations,
+                      seeding_sample=cfg.kmeans_seeding_sample, backend=cfg.kmeans_backend, label_pure=cfg.label_pure,
+                      num_classes=num_classes if cfg.label_pure else None)
 
 
 def _cells(part: PartitionProtocol, source: DataSource, cfg: Config, cache_dir: str | None,

@@ -919,6 +919,22 @@ CONFIG_CASES = {
                                "std must be positive"),
     "normalization from a model without one": (('name = "m"', 'name = "m"\ninput_normalization = "model"'),
                                                "declares no input mean/std"),
+    "kmeans fit unknown": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_fit = \"test\"'), "kmeans_fit must be one of heldout-split, train"),
+    "kmeans fit number": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_fit = 1'), "kmeans_fit must be one of"),
+    "kmeans fit fraction one": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_fit_fraction = 1.0'), "kmeans_fit_fraction must be strictly between 0 and 1"),
+    "kmeans fit fraction text": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_fit_fraction = \"half\"'), "kmeans_fit_fraction must be a number"),
+    "kmeans fit fraction leaves no held-out sample": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_fit_fraction = 0.9999'), "leaves none for evaluation"),
+    "kmeans fit split smaller than K": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_fit_fraction = 0.01'), "fewer than K = 10"),
+    "kmeans iterations negative": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_iterations = -1'), "kmeans_iterations must be an integer >= 0"),
+    "kmeans iterations fractional": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_iterations = 2.5'), "kmeans_iterations must be an integer"),
+    "kmeans seeding sample zero": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_seeding_sample = 0'), "kmeans_seeding_sample must be an integer >= 1"),
+    "kmeans seeding sample below K": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_seeding_sample = 3'), "kmeans_seeding_sample = 3 is smaller than K = 10"),
+    "kmeans features empty": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_features = \"\"'), "kmeans_features must name a layer"),
+    "kmeans features number": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_features = 4'), "kmeans_features must name a layer"),
+    "kmeans features unknown layer": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_features = \"layer4\"'), "the model has no layer 'layer4'; its layers are: net"),
+    "kmeans backend unknown": (('delta = 0.05', 'delta = 0.05\npartition = "kmeans"\nkmeans_backend = \"sklearn\"'), "kmeans_backend must be one of torch, faiss"),
+    "kmeans key without the kmeans partition": (('delta = 0.05', 'delta = 0.05\nkmeans_fit = "train"'),
+                                                'kmeans_fit: only for partition = "kmeans"'),
 }
 
 

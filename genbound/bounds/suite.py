@@ -71,7 +71,9 @@ def compute_bounds(stats: SampleStats, delta: float = 0.05) -> BoundReport:
     notes: list[str] = []
     results: list[BoundResult] = []
     partition_kind = "diagnostic" if stats.partition_depends_on_train else "certified"
-    base = [LOSS, IID, PARTITION_VIOLATION if stats.partition_depends_on_train else PARTITION_FIXED]
+    why = stats.partition.get("depends_on_training_set_why")
+    violation = PARTITION_VIOLATION + (f" (the partition was {why})" if isinstance(why, str) and why else "")
+    base = [LOSS, IID, violation if stats.partition_depends_on_train else PARTITION_FIXED]
 
     def add(name: str, kind: str, value: float | None, terms: dict, kappa: float | None, assumptions: list[str]) -> None:
         assumptions = list(assumptions)

@@ -90,3 +90,16 @@ def nearest_centroid(x: Any, centroids: Any, *, sample_block: int = 4096, centro
     among the rows of ``centroids`` (``[K, d]``); int64[n]. Blocked; see the module docstring."""
     return CentroidIndex(centroids, device=device, dtype=dtype, centroid_block=centroid_block).assign(
         x, sample_block=sample_block)
+
+
+def label_pure_cells(region: np.ndarray, labels: np.ndarray | None, num_classes: int | None) -> np.ndarray:
+    """Cell ids from region ids: the regions themselves, or (``num_classes`` given: a label-pure
+    partition) ``region * num_classes + label``, so K = regions x classes."""
+    if num_classes is None:
+        return np.asarray(region).astype(np.int64)
+    if labels is None:
+        raise UserInputError("a label-pure partition needs the labels of the points")
+    C = int(num_classes)
+    if labels.size and (labels.min() < 0 or labels.max() >= C):
+        raise UserInputError(f"labels must lie in [0, {C}) for this label-pure partition")
+    return np.asarray(region).astype(np.int64) * C + labels.astype(np.int64)

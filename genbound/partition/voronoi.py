@@ -35,7 +35,7 @@ import torch
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
 from genbound.names import VORONOI_KINDS
-from genbound.partition.assign import CentroidIndex
+from genbound.partition.assign import CentroidIndex, label_pure_cells
 from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
 
 KINDS = VORONOI_KINDS
@@ -165,14 +165,7 @@ class Partition:
         return self._cell(region, None if labels is None else np.asarray(labels))
 
     def _cell(self, region: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        if not self.spec.label_pure:
-            return region.astype(np.int64)
-        if labels is None:
-            raise UserInputError("a label-pure partition needs the labels of the points")
-        C = int(self.spec.num_classes)  # type: ignore[arg-type]
-        if labels.size and (labels.min() < 0 or labels.max() >= C):
-            raise UserInputError(f"labels must lie in [0, {C}) for this label-pure partition")
-        return region.astype(np.int64) * C + labels.astype(np.int64)
+        return label_pure_cells(region, labels, self.spec.num_classes if self.spec.label_pure else None)
 
 
 def build_partition(spec: PartitionSpec, *, input_dim: int, heldout: DataSource | None = None,
