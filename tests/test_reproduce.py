@@ -51,7 +51,8 @@ def test_than2024_on_efficientnet_lite0_writes_the_table(lite0_project: Path, ca
     rc = cli.main(["reproduce", "than2024", "--data", str(lite0_project / "train"),
                    "--heldout", str(lite0_project / "val"),
                    "--models", str(lite0_project / "models.toml"), "--K", "2", "3", "--seeds", "2",
-                   "--preprocess", "imagenet-bicubic", "--stability", "noise", "--out", str(out), "--no-progress"])
+                   "--preprocess", "imagenet-bicubic", "--stability", "noise", "--draws", "2", "--out", str(out),
+                   "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
     doc = json.loads((out / "table.json").read_text())
@@ -174,3 +175,25 @@ def test_timm_models_keep_their_own_normalization_and_transform():
     forced = build_config(than.override("data", "preprocess", "imagenet-bicubic"), data={"train": "x"},
                           models=[{"name": "v", "factory": "timm:vit_base_patch16_224"}], seed=0)
     assert forced["data"]["preprocess"] == "imagenet-bicubic"
+
+
+def test_nuhu2026_reconstruction_with_kmeans_on_efficientnet_lite0(lite0_project: Path, capsys) -> None:
+    out = lite0_project / "nuhu"
+    rc = cli.main(["reproduce", "nuhu2026", "--data", str(lite0_project / "train"), "--heldout",
+                   str(lite0_project / "val"), "--models", str(lite0_project / "models.toml"), "--K", "2",
+                   "--kappas", "0.002", "0.004", "--preprocess", "imagenet-bicubic", "--stability", "noise",
+                   "--draws", "2", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    doc = json.loads((out / "table.json").read_text())
+    cols = {c["name"]: c["kind"] for c in doc["columns"]}
+    # k-means fit on a held-out split: independent of the training sample, partition results stay certified
+    assert cols["xu_mannor"] == cols["kawaguchi"] == cols["theorem_n"] == cols["holdout_cp"] == "certified"
+    assert cols["stability_b"] == cols["stability_a"] == cols["stability_c"] == "diagnostic"
+    run = json.loads((out / "seed-0" / "result.json").read_text())
+    part = next(iter(run["run"]["partitions"].values()))
+    assert part["kind"] == "kmeans" and part["depends_on_training_set"] is False
+    assert {r["kappa"] for r in doc["rows"]} == {0.002, 0.004} and {r["K"] for r in doc["rows"]} == {2}
+    choices = {c["setting"]: c["status"] for c in doc["protocol"]["choices"]}
+    assert choices["bounds.partition"] == choices["bounds.kmeans_fit"] == "reconstruction"
+    md = (out / "table.md").read_text()
+    assert "genbound's reconstruction" in md and "theorem_n [certified]" in md

@@ -54,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stability radii in [0, 1] pixel units (default: the protocol's)")
     p.add_argument("--seeds", type=integer(low=1), help="number of partition seeds (default: the protocol's)")
     p.add_argument("--stability", choices=STABILITY_METHODS, help="stability engine (default: the protocol's)")
+    p.add_argument("--steps", type=integer(low=1), help="PGD steps (default: the protocol's, else 10)")
+    p.add_argument("--draws", type=integer(low=1), help="noise draws per sample with --stability noise (default 32)")
     p.add_argument("--delta", type=delta, help="failure probability in (0, 1) (default: the protocol's)")
     p.add_argument("--classes", help="class list of the models: imagenet, cifar10 or a labels file "
                                      "(default: the protocol's)")
@@ -117,6 +119,7 @@ def _protocol(args: argparse.Namespace) -> Any:
     proto = get_protocol(args.protocol)
     for section, key, value in (("bounds", "K", args.K), ("bounds", "kappas", args.kappas),
                                 ("bounds", "delta", args.delta), ("stability", "method", args.stability),
+                                ("stability", "steps", args.steps), ("stability", "draws", args.draws),
                                 ("data", "classes", args.classes), ("data", "preprocess", args.preprocess)):
         if value is not None:
             proto = proto.override(section, key, list(value) if isinstance(value, list) else value)

@@ -134,6 +134,10 @@ NUHU2026 = Protocol(
                "pixel space, fit on a split of the held-out data that is disjoint from the held-out samples used "
                "for evaluation, so the partition does not depend on the training sample and partition results "
                "stay certified (spec §2)"),
+        Choice("bounds", "kmeans_fit", "heldout-split", "reconstruction",
+               "the clusters are fit on a seeded split of the held-out set, left out of the held-out statistics "
+               "(theorem_h, which reads held-out cells, is then a diagnostic)"),
+        Choice("bounds", "kmeans_fit_fraction", 0.5, "reconstruction", "half of the held-out set fits the clusters"),
         Choice("bounds", "K", [100, 1000], "reconstruction", "the paper's cluster counts are not public"),
         Choice("bounds", "kappas", [0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255], "reconstruction",
                "the kappa sweep: common ImageNet robustness radii in [0, 1] pixels (l_inf)"),
