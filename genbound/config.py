@@ -22,7 +22,7 @@ import numpy as np
 from genbound.errors import UserInputError
 from genbound.kappas import check_kappas
 from genbound.names import (INTERMEDIATE_BOUNDS, KMEANS_BACKENDS, KMEANS_FITS, NORMS, PARTITION_KINDS,
-                            STABILITY_METHODS)
+                            SOUND_METHODS, STABILITY_METHODS)
 
 DEFAULT_KAPPAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 
@@ -78,6 +78,12 @@ class Config:
     a fraction ``kmeans_fit_fraction``, left out of the held-out statistics) or on the training set
     (``"train"``: every partition result becomes a diagnostic), in pixel space or on the output of
     the model's layer ``kmeans_features`` (then one partition per model, and a diagnostic too).
+
+    Stability on part of the training set (spec §8; ``docs/config.md``): ``stability_sample``
+    (``[stability] sample``, empirical methods) is a count N or a fraction in (0, 1] of a seeded
+    uniform subsample (seed ``stability_seed``); ``stability_budget`` (``[stability] budget``,
+    sound methods) caps the verifier calls, spent cell by cell; ``delta_s`` is the confidence of
+    the subsampled diagnostics' limits. ``None`` (default): every training sample is checked.
     """
 
     kappas: tuple[float, ...] = DEFAULT_KAPPAS
@@ -101,6 +107,9 @@ class Config:
     noise_draws: int = 32
     sound_intermediate: str = "crown"
     stability_seed: int = 0
+    stability_sample: int | float | None = None
+    stability_budget: int | None = None
+    delta_s: float = 0.05
     batch_size: int = 256
     device: str | None = None
     progress: bool = True
@@ -141,6 +150,7 @@ class Config:
                                  f"got {self.pgd_prescreen!r}")
         if self.device is not None and not (isinstance(self.device, str) and _DEVICE.fullmatch(self.device)):
             raise UserInputError(f"unknown device {self.device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+        self._check_partial_stability()
         set_("kappas", tuple(float(k) for k in check_kappas(kappas, norm=self.norm, positive=True, sort=True)))
         set_("K", tuple(dict.fromkeys(Ks)))
         set_("delta", delta)
@@ -171,6 +181,36 @@ class Config:
             if importlib.util.find_spec("faiss") is None:
                 raise UserInputError("kmeans_backend = \"faiss\" needs the faiss package: pip install faiss-cpu "
                                      "(or use the default kmeans_backend = \"torch\")")
+
+    def _check_partial_stability(self) -> None:
+        """``stability_sample`` / ``stability_budget`` / ``delta_s`` (spec §8): two selections, never mixed."""
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        sample, budget = self.stability_sample, self.stability_budget
+        if sample is not None:
+            if isinstance(sample, (bool, np.bool_)) or not isinstance(sample, Real):
+                raise UserInputError(f"stability sample (stability.sample) must be a count N >= 1 or a fraction in "
+                                     f"(0, 1], got {sample!r}")
+            if isinstance(sample, Integral):
+                sample = as_int(sample, "stability sample (stability.sample)", minimum=1)
+            else:
+                sample = float(sample)
+                if not (math.isfinite(sample) and 0.0 < sample <= 1.0):
+                    raise UserInputError(f"stability sample (stability.sample) must be a count N >= 1 (an integer) or "
+                                         f"a fraction in (0, 1], got {sample!r}")
+            if self.stability in SOUND_METHODS:
+                raise UserInputError(f"stability sample (stability.sample) is for empirical methods; the sound method "
+                                     f"{self.stability!r} spends a verifier budget cell by cell: use budget = N")
+            set_("stability_sample", sample)
+        if budget is not None:
+            budget = as_int(budget, "stability budget (stability.budget)", minimum=1)
+            if self.stability not in SOUND_METHODS:
+                raise UserInputError(f"stability budget (stability.budget) is for sound methods ({', '.join(SOUND_METHODS)}); "
+                                     f"the empirical method {self.stability!r} takes a uniform subsample: use sample = N")
+            set_("stability_budget", budget)
+        d = as_real(self.delta_s, "delta_s (stability.delta_s)")
+        if not 0.0 < d < 1.0:
+            raise UserInputError(f"delta_s (stability.delta_s) must be in (0, 1), got {self.delta_s!r}")
+        set_("delta_s", d)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -310,7 +350,8 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
     for section in ("bounds", "stability", "run"):
         for k, v in _table(doc, section).items():
             key = {"method": "stability", "seed": "stability_seed", "steps": "pgd_steps", "restarts": "pgd_restarts", "prescreen": "pgd_prescreen",
-                   "draws": "noise_draws", "intermediate": "sound_intermediate"}.get(k, k) if section == "stability" else k
+                   "draws": "noise_draws", "intermediate": "sound_intermediate", "sample": "stability_sample",
+                   "budget": "stability_budget"}.get(k, k) if section == "stability" else k
             if key == "out" and section == "run":
                 continue
             if key not in _CONFIG_KEYS:

@@ -65,7 +65,8 @@ def kappa_fine_bounds(*, model: str, train_x: np.ndarray, train_y: np.ndarray, t
                       heldout_x: np.ndarray | None = None, heldout_y: np.ndarray | None = None,
                       heldout_loss: np.ndarray | None = None, stability_method: str = "crown",
                       stability_sound: bool = True, range: tuple = (0.0, 1.0),  # noqa: A002
-                      partition_depends_on_train: bool = False, partition_note: dict | None = None) -> KappaFineResult:
+                      partition_depends_on_train: bool = False, partition_note: dict | None = None,
+                      **partial: Any) -> KappaFineResult:
     """Every result of the spec on one kappa-fine grid per kappa.
 
     Parameters
@@ -84,6 +85,9 @@ def kappa_fine_bounds(*, model: str, train_x: np.ndarray, train_y: np.ndarray, t
         Recorded; only sound methods (ibp, crown, exact) prove cells.
     partition_depends_on_train:
         The input range was fitted on the training sample: every partition result is a diagnostic.
+    partial:
+        ``train_checked``, ``selection``, ``selection_seed``, ``delta_s`` of a partial stability
+        check (spec §8), passed to :func:`grid_bounds`.
     """
     kappas = [float(k) for k in kappas]
     grids = []
@@ -92,15 +96,19 @@ def kappa_fine_bounds(*, model: str, train_x: np.ndarray, train_y: np.ndarray, t
         grids.append((part, part.train_cell, part.heldout_cell))
     return grid_bounds(model=model, grids=grids, train_loss=train_loss, stable=stable, delta=delta,
                        heldout_loss=heldout_loss, stability_method=stability_method, stability_sound=stability_sound,
-                       partition_depends_on_train=partition_depends_on_train, partition_note=partition_note)
+                       partition_depends_on_train=partition_depends_on_train, partition_note=partition_note, **partial)
 
 
 def grid_bounds(*, model: str, grids: Sequence[tuple[GridPartition, np.ndarray, np.ndarray]], train_loss: np.ndarray,
                 stable: np.ndarray, delta: float, heldout_loss: np.ndarray | None = None, stability_method: str = "crown",
                 stability_sound: bool = True, partition_depends_on_train: bool = False,
-                partition_note: dict | None = None) -> KappaFineResult:
+                partition_note: dict | None = None, train_checked: np.ndarray | None = None,
+                selection: str | None = None, selection_seed: int | None = None,
+                delta_s: float = 0.05) -> KappaFineResult:
     """Every result of the spec on J assigned grids ``(grid, train cells, held-out cells)``, grid j
-    of side kappa_j with the flags ``stable[:, j]``, each at ``delta / J`` (module docstring)."""
+    of side kappa_j with the flags ``stable[:, j]``, each at ``delta / J`` (module docstring).
+    ``train_checked``, ``selection``, ``selection_seed``, ``delta_s``: a partial stability check
+    (spec §8), as :class:`~genbound.bounds.SampleStats` takes them."""
     J = len(grids)
     dj = split_delta(delta, J)
     stable = np.asarray(stable, dtype=bool).reshape(len(train_loss), J)
@@ -117,7 +125,8 @@ def grid_bounds(*, model: str, grids: Sequence[tuple[GridPartition, np.ndarray, 
             max_cell_diameter=part.diameter("linf"),
             partition={k: v for k, v in rec.items() if k not in ("label_pure", "max_cell_diameter")},
             partition_depends_on_train=partition_depends_on_train or part.depends_on_training_set,
-            partition_uses_heldout=part.uses_heldout,
+            partition_uses_heldout=part.uses_heldout, train_checked=train_checked, selection=selection,
+            selection_seed=selection_seed, delta_s=delta_s,
         )
         stats_all.append(s)
         reports.append(compute_bounds(s, dj))

@@ -237,14 +237,18 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         tr = collect(mi.model, mi.train, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
         ho = (collect(mi.model, mi.heldout, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
               if mi.heldout is not None and len(mi.heldout) else None)
-        stab = _stability(mi, kappas, cfg, cache_dir)
-        if not np.array_equal(stab["pred"], tr.pred):
-            raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
-                               "(non-deterministic model?)")
-        evidence[mi.name] = stab["evidence"]
         parts = build_partitions(cfg, mi.train, mi.heldout, model=mi.model, cache_dir=cache_dir) if per_model else partitions
         if per_model:
             partition_records.update({f"{mi.name}:{key}": p.record() for key, p in parts.items()})
+        order = _budget_order(cfg, parts, mi, cache_dir, cell_cache) if cfg.stability_budget else None
+        stab = _stability(mi, kappas, cfg, cache_dir, order)
+        checked = stab["checked"]
+        if not np.array_equal(stab["pred"][checked], tr.pred[checked]):
+            raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
+                               "(non-deterministic model?)")
+        partial = dict(train_checked=checked, selection=stab["selection"], delta_s=cfg.delta_s,
+                       selection_seed=None if stab["selection"] == "all" else cfg.stability_seed)
+        evidence[mi.name] = stab["evidence"]
         # a flag proves a cell only when the engine is sound and verified the model it was given
         sound = bool(stab["evidence"].get("sound")) and stab["evidence"].get("status", "verified") == "verified"
         errors[mi.name] = {"train_error": tr.error, "heldout_error": None if ho is None else ho.error,
@@ -257,7 +261,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
                         for part in parts.values()]
             kf = grid_bounds(model=mi.name, grids=assigned, train_loss=tr.loss, stable=stab["stable"], delta=cfg.delta,
                              heldout_loss=None if ho is None else ho.loss, stability_method=cfg.stability,
-                             stability_sound=sound, partition_note=GRID_NOTE)
+                             stability_sound=sound, partition_note=GRID_NOTE, **partial)
             grids[mi.name] = kf
             stats_all.extend(replace(s, **ids, **ho_ids) for s in kf.stats)
             reports.extend(kf.reports)
@@ -275,6 +279,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
                 norm=cfg.norm, label_pure=cfg.label_pure, max_cell_diameter=part.diameter(cfg.norm),
                 partition={k: v for k, v in part.record().items() if k not in ("label_pure", "max_cell_diameter")},
                 partition_uses_heldout=part.uses_heldout, partition_depends_on_train=part.depends_on_training_set,
+                **partial,
                 **ids, **({k: v[keep] for k, v in ho_ids.items()} if ho is not None else {}),
             )
             stats_all.append(s)
@@ -380,7 +385,40 @@ def _cells(part: PartitionProtocol, source: DataSource, cfg: Config, cache_dir: 
     return cells
 
 
-def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str | None) -> dict[str, Any]:
+def _budget_order(cfg: Config, partitions: dict[Any, PartitionProtocol], mi: ModelInput, cache_dir: str | None,
+                  memo: dict[tuple[Any, str], np.ndarray]) -> dict[str, Any]:
+    """The partition whose cells order a sound verifier's budget (spec §8 a), and the kappa whose
+    proof closes a cell.
+
+    The finest partition of the run orders the budget: the largest K of a Voronoi grid, or the
+    kappa-fine grid of the smallest kappa. Every partition's ``M_k`` is still computed from its
+    own cells (a cell is proven only by a proof inside it), so the choice moves no number off its
+    theorem, only which cells get a proof. A cell closes at its first proof at the largest kappa
+    where a proof can count on that partition (label-pure, known diameter <= kappa; on a grid its
+    own kappa), else at its first proof at the smallest kappa (the proofs then only serve the
+    diagnostics).
+    """
+    kappas = list(cfg.kappas)
+    if cfg.partition == "grid":
+        key = f"grid:{kappas[0]!r}"
+        close_at = 0
+    else:
+        key = max(partitions)
+        d = partitions[key].diameter(cfg.norm)
+        useful = [j for j, k in enumerate(kappas) if cfg.label_pure and d is not None and d <= k]
+        close_at = useful[-1] if useful else 0
+    part = partitions[key]
+    cells = _cells(part, mi.train, cfg, cache_dir, memo)
+    return {"cells": cells, "close_at": close_at,
+            "record": {"partition": str(key), "close_at_kappa": kappas[close_at],
+                       "partition_fingerprint": _fingerprint(part.record())}}
+
+
+def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str | None,
+               order: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Flags of every training sample (``checked`` all True), of a seeded uniform subsample
+    (``[stability] sample``) or of a verifier budget spent cell by cell along ``order``
+    (``[stability] budget``); unchecked rows are False (spec §8)."""
     params: dict[str, Any] = {"method": cfg.stability, "batch_size": cfg.batch_size,
                               "device": cfg.device, "progress_bar": cfg.progress}
     if cfg.stability == "pgd":
@@ -390,15 +428,50 @@ def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str |
         params.update(seed=cfg.stability_seed, kind=cfg.norm, draws=cfg.noise_draws)
     else:  # sound: deterministic, no seed
         params.update(norm=cfg.norm, intermediate=cfg.sound_intermediate)
+    n = len(mi.train)
+    if cfg.stability_sample is not None:
+        select = {"kind": "uniform", "sample": cfg.stability_sample, "seed": cfg.stability_seed}
+    elif cfg.stability_budget is not None:
+        select = {"kind": "cells", "budget": cfg.stability_budget, "seed": cfg.stability_seed, **order["record"]}
+    else:
+        select = {"kind": "all"}
     key = _fingerprint(model_fingerprint(mi.model), source_fingerprint(mi.train), kappas,
-                       {k: v for k, v in params.items() if k not in ("device", "progress_bar", "batch_size")})
+                       {k: v for k, v in params.items() if k not in ("device", "progress_bar", "batch_size")},
+                       *([select] if select["kind"] != "all" else []))
     path = os.path.join(cache_dir, f"stability-{mi.name}-{key}.npz") if cache_dir else None
+    selection = "all" if select["kind"] == "all" else select["kind"]
     if path and os.path.exists(path):
         z = np.load(path)
-        return {"stable": z["stable"], "pred": z["pred"], "evidence": json.loads(str(z["evidence"]))}
+        checked = z["checked"] if "checked" in z else np.ones(n, dtype=bool)
+        return {"stable": z["stable"], "pred": z["pred"], "checked": checked, "selection": selection,
+                "evidence": json.loads(str(z["evidence"]))}
     method = params.pop("method")
-    res = stability_flags(mi.model, mi.train, kappas, method=method, **params)
+    if select["kind"] == "cells":
+        from genbound.stability.registry import make_engine
+        from genbound.stability.selection import run_budget
+        device, bar = params.pop("device"), params.pop("progress_bar")
+        engine = make_engine(method, **params)
+        res = run_budget(engine, mi.model, mi.train, kappas, cells=order["cells"], budget=cfg.stability_budget,
+                         seed=cfg.stability_seed, close_at=order["close_at"], batch_size=cfg.batch_size,
+                         device=device, progress_bar=bar)
+        res.evidence["selection"].update(order["record"])
+    elif select["kind"] == "uniform":
+        from genbound.stability.selection import uniform_subsample
+        idx = uniform_subsample(n, cfg.stability_sample, cfg.stability_seed)
+        res = stability_flags(mi.model, mi.train, kappas, method=method, indices=idx, **params)
+        res.evidence["selection"] = {"kind": "uniform", "sample": cfg.stability_sample, "s": int(idx.size), "n": n,
+                                     "seed": cfg.stability_seed, "delta_s": cfg.delta_s,
+                                     "rule": "s of n drawn uniformly without replacement from the seed before any flag"}
+    else:
+        res = stability_flags(mi.model, mi.train, kappas, method=method, **params)
+    if res.index is not None and res.index.size != n:
+        stable = np.zeros((n, kappas.size), dtype=bool)
+        pred = np.full(n, -1, dtype=np.int64)
+        checked = np.zeros(n, dtype=bool)
+        stable[res.index], pred[res.index], checked[res.index] = res.stable, res.pred, True
+    else:
+        stable, pred, checked = res.stable, res.pred, np.ones(n, dtype=bool)
     evidence = _jsonable(res.evidence)
     if path:
-        _save_npz_atomic(path, stable=res.stable, pred=res.pred, evidence=np.str_(json.dumps(evidence)))
-    return {"stable": res.stable, "pred": res.pred, "evidence": evidence}
+        _save_npz_atomic(path, stable=stable, pred=pred, checked=checked, evidence=np.str_(json.dumps(evidence)))
+    return {"stable": stable, "pred": pred, "checked": checked, "selection": selection, "evidence": evidence}

@@ -70,6 +70,26 @@ def test_coverage_tiny_schema_and_consistent_counts():
     assert doc["passed"] is True and "PASSED" in res.table()
 
 
+def test_coverage_includes_both_kinds_of_partial_runs():
+    """spec §8: a sound budget spent cell by cell (certified rows) and a uniform subsample (sampling
+    rows: the subsampled limit against the full-sample value, at delta_s)."""
+    from genbound.checks.coverage import DELTA_S, CoverageResult
+    tasks = [CoverageTask("t", (1.0, 0.5), -0.75, 0.05, 3000, 2000, (0.05, 0.2))]
+    res = run_coverage(draws=3, tasks=tasks, progress=False)
+    rows = {(r["name"], r["grid_side"]): r for r in res.rows}
+    assert rows[("budget:theorem_n", 0.05)]["kind"] == "certified" and ("budget:best:theorem_n", None) in rows
+    for name in ("stability_b", "stability_a", "unstable_fraction", "robust_train_error"):
+        r = rows[("subsample:" + name, 0.2)]
+        assert r["kind"] == "sampling" and r["delta"] == DELTA_S and "mean_full_sample_value" in r
+    d = one_draw(tasks[0], 0, 0.05)
+    sub, full = d["sampling"][("subsample:stability_b", 0.05)]
+    assert isinstance(sub, float) and isinstance(full, float)
+    assert d["values"][("budget:theorem_n", 0.05)][2] >= d["true_error"]
+    # the verdict reads the sampling rows too
+    bad = dict(rows[("subsample:stability_b", 0.2)], failures=3, failure_rate=1.0, ci_low=0.3)
+    assert not CoverageResult([bad], res.tasks, 3, 0.05, True).passed
+
+
 def test_clopper_pearson_interval_edges():
     assert clopper_pearson_interval(0, 20)[0] == 0.0 and clopper_pearson_interval(20, 20)[1] == 1.0
     lo, hi = clopper_pearson_interval(5, 100)

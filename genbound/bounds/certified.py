@@ -43,6 +43,9 @@ def proof_at(stats: SampleStats, counts: CellCounts, j: int | None) -> Proof:
         reasons.append("no stability flags: no cell is proven")
     else:
         kappa = float(stats.kappas[j])
+        if stats.subsampled:
+            reasons.append(f"the flags are a uniform subsample ({stats.s} of {stats.n}; spec §8 b): certified results "
+                           "do not read them")
         if not stats.stability_sound:
             reasons.append(f"stability method {stats.stability_method!r} is not sound")
         if not stats.label_pure:

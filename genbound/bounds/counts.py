@@ -32,6 +32,10 @@ class CellCounts:
     m_k: np.ndarray  # int64[C] held-out samples per cell
     herr_k: np.ndarray  # int64[C] misclassified held-out samples per cell
     monotone: bool  # stability flags non-increasing in kappa for every sample
+    #: uniform subsample (spec §8 b) only: checked training samples per cell, and the misclassified
+    #: ones among them; ``None`` when the flags' population is the whole training set
+    checked_k: np.ndarray | None = None
+    checked_err_k: np.ndarray | None = None
 
     @property
     def occupied(self) -> np.ndarray:
@@ -118,5 +122,10 @@ def count_cells(stats: SampleStats) -> CellCounts:
         m_k, herr_k = hb.sum(axis=1), hb[:, 1]
     else:
         m_k = herr_k = np.zeros(C, dtype=np.int64)
+    checked_k = checked_err_k = None
+    if stats.subsampled:
+        ch = stats.train_checked
+        cb = np.bincount(tc[ch] * 2 + loss[ch], minlength=2 * C).reshape(C, 2)
+        checked_k, checked_err_k = cb.sum(axis=1), cb[:, 1]
     return CellCounts(n_k=n_k, err_k=err_k, stable_ok=stable_ok, stable_err=stable_err, m_k=m_k, herr_k=herr_k,
-                      monotone=monotone)
+                      monotone=monotone, checked_k=checked_k, checked_err_k=checked_err_k)

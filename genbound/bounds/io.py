@@ -1,11 +1,13 @@
 """Reading and writing per-sample statistics as ``.npz`` (the input of ``genbound bounds``).
 
 Arrays (``spec/bounds.md`` §1): ``train_cell``, ``train_loss``, optional ``train_stable``,
-``heldout_cell``, ``heldout_loss``, ``kappas``; scalars: ``K`` or ``log_K``, optional
-``stability_sound``, ``stability_method``, ``norm``, ``label_pure``, ``max_cell_diameter``,
-``model``, ``partition_uses_heldout``, ``partition_depends_on_train``, ``partition_json``;
-optional identifiers ``train_index``, ``train_path``, ``heldout_index``, ``heldout_path`` (each
-sample's position in its source and, for image files, its path relative to the folder).
+``heldout_cell``, ``heldout_loss``, ``kappas``, optional ``train_checked`` (§8; absent = every
+sample checked); scalars: ``K`` or ``log_K``, optional ``stability_sound``, ``stability_method``,
+``norm``, ``label_pure``, ``max_cell_diameter``, ``model``, ``partition_uses_heldout``,
+``partition_depends_on_train``, ``partition_json``, ``selection`` (``all`` | ``cells`` |
+``uniform``), ``selection_seed``, ``delta_s``; optional identifiers ``train_index``,
+``train_path``, ``heldout_index``, ``heldout_path`` (each sample's position in its source and,
+for image files, its path relative to the folder).
 
 Several models in one file: prefix each key with ``<model>/`` (e.g. ``cnn/train_loss``); keys
 without a prefix are shared by every model (typically ``K``, ``kappas``, ``heldout_cell``).
@@ -23,14 +25,15 @@ from genbound.bounds.stats import SampleStats
 from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, read_npz
 
-ARRAYS = ("train_cell", "train_loss", "train_stable", "heldout_cell", "heldout_loss", "kappas")
+ARRAYS = ("train_cell", "train_loss", "train_stable", "heldout_cell", "heldout_loss", "kappas", "train_checked")
 #: optional per-sample identifiers (absent in files written before they existed)
 IDENTIFIERS = ("train_index", "train_path", "heldout_index", "heldout_path")
 SCALARS = ("K", "log_K", "stability_sound", "stability_method", "norm", "label_pure", "max_cell_diameter",
-           "model", "partition_uses_heldout", "partition_depends_on_train", "partition_json")
+           "model", "partition_uses_heldout", "partition_depends_on_train", "partition_json", "selection",
+           "selection_seed", "delta_s")
 REQUIRED = ("train_cell", "train_loss")
 BOOLS = ("stability_sound", "label_pure", "partition_uses_heldout", "partition_depends_on_train")
-STRINGS = ("model", "stability_method", "norm", "partition_json")
+STRINGS = ("model", "stability_method", "norm", "partition_json", "selection")
 MAX_JSON_DEPTH = 64  # a partition record is a few levels deep; deeper is not one (and json's parser recurses)
 
 _KINDS = {"U": "text", "S": "bytes", "b": "a boolean", "c": "a complex number", "M": "a date", "m": "a time span",
@@ -68,12 +71,13 @@ def _scalar(name: str, a: np.ndarray) -> Any:
     if name == "max_cell_diameter":
         v = float(v)
         return None if np.isnan(v) else v
-    if name == "K":
+    if name in ("K", "selection_seed"):
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if not isinstance(v, int):
-            raise UserInputError(f"K must be an integer (the total number of cells), got {v!r}")
-    if name == "log_K":
+            what = "the total number of cells" if name == "K" else "the seed of the subsample"
+            raise UserInputError(f"{name} must be an integer ({what}), got {v!r}")
+    if name in ("log_K", "delta_s"):
         v = float(v)
     return v
 
@@ -174,7 +178,11 @@ def save_stats_npz(path: str | os.PathLike, stats: list[SampleStats] | SampleSta
             pre + "partition_uses_heldout": np.bool_(s.partition_uses_heldout),
             pre + "partition_depends_on_train": np.bool_(s.partition_depends_on_train),
             pre + "partition_json": np.str_(json.dumps(s.partition)),
+            pre + "train_checked": s.train_checked, pre + "selection": np.str_(s.selection),
+            pre + "delta_s": np.float64(s.delta_s),
         })
+        if s.selection_seed is not None:
+            out[pre + "selection_seed"] = np.int64(s.selection_seed)
         out.update({pre + name: getattr(s, name) for name in IDENTIFIERS if getattr(s, name) is not None})
         if s.K is not None and s.K < 2**63:
             out[pre + "K"] = np.int64(s.K)

@@ -149,7 +149,14 @@ class BoundReport:
                     col = 0 if r.kappa is None else 1 + kappas.index(r.kappa)
                     cells[col] = txt
                 table.append([name, rs[0].kind] + cells)
-            for label in ("unstable_fraction", "robust_train_error"):
+            sub = meta.get("stability_checked") or {}
+            if sub.get("selection") == "uniform" and sub.get("s", 0) < sub.get("n", 0):
+                lines.append(f"  stability checked on a uniform subsample: s={sub['s']} of n={sub['n']} (seed {sub['seed']});"
+                             f" flag-dependent diagnostics are upper limits at 1 - delta_s = {1 - sub['delta_s']:g}")
+            elif sub.get("selection") == "cells" and sub.get("s", 0) < sub.get("n", 0):
+                lines.append(f"  stability verified cell by cell on {sub['s']} of n={sub['n']} samples (verifier budget)")
+            for label in ("unstable_fraction", "robust_train_error", "unstable_fraction_estimate",
+                          "robust_train_error_estimate"):
                 if kappas and meta.get(label):
                     table.append([label, "-", ""] + [f"{v:.4f}" for v in meta[label]])
             widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(heads)]

@@ -16,6 +16,9 @@ import numpy as np
 from genbound.errors import UserInputError
 
 SOUND_METHODS = frozenset({"ibp", "crown", "exact"})
+#: how the samples whose stability was checked were chosen (spec §8): every one, a sound verifier's
+#: budget spent cell by cell, or a seeded uniform subsample
+SELECTIONS = ("all", "cells", "uniform")
 
 
 def _as_cells(name: str, a: Any) -> np.ndarray:
@@ -114,6 +117,19 @@ class SampleStats:
         The partition depends on the training sample (k-means on S, the model's features,
         train-fitted rescaling): every concentration term is void and the partition-based
         results are diagnostics.
+    train_checked:
+        ``bool[n]``: which samples' stability flags were computed (``spec/bounds.md`` §8);
+        ``train_stable`` must be False where unchecked. ``None`` = every sample was checked.
+    selection:
+        How the checked samples were chosen: ``"all"``; ``"cells"`` (a sound verifier's budget
+        spent cell by cell: unverified samples prove nothing and count as not stable); or
+        ``"uniform"`` (a uniform subsample drawn from ``selection_seed`` before any flag was seen:
+        the flag-dependent diagnostics carry an exact hypergeometric limit at ``1 - delta_s``, and
+        the certified results do not read the flags). ``None``: ``"all"`` when every sample was
+        checked.
+    selection_seed, delta_s:
+        The seed of the selection (recorded), and the diagnostics' own sampling confidence (default
+        0.05; not taken out of the certified results' delta).
     train_index, train_path, heldout_index, heldout_path:
         Optional identifiers of each sample, so that a flag maps back to its input: the position
         in the source the user named (int64) and, for files, the path relative to the folder
@@ -137,6 +153,10 @@ class SampleStats:
     partition: dict = field(default_factory=dict)
     partition_uses_heldout: bool = False
     partition_depends_on_train: bool = False
+    train_checked: np.ndarray | None = None
+    selection: str | None = None
+    selection_seed: int | None = None
+    delta_s: float = 0.05
     train_index: np.ndarray | None = None
     train_path: np.ndarray | None = None
     heldout_index: np.ndarray | None = None
@@ -224,15 +244,69 @@ class SampleStats:
             d = _real("max_cell_diameter", d)
             if not math.isfinite(d) or d < 0:
                 raise UserInputError(f"max_cell_diameter must be finite and >= 0 (or absent when unknown), got {d}")
+        checked, selection, seed, delta_s = self._resolve_checked(n, st)
         ids = {name: _as_ids(name, getattr(self, name), size)
                for name, size in (("train_index", n), ("train_path", n), ("heldout_index", hc.size),
                                   ("heldout_path", hc.size))}
         for k, v in dict(
-            **ids, train_cell=tc, train_loss=tl, heldout_cell=hc, heldout_loss=hl, kappas=kappas,
+            **ids, train_checked=checked, selection=selection, selection_seed=seed, delta_s=delta_s,
+            train_cell=tc, train_loss=tl, heldout_cell=hc, heldout_loss=hl, kappas=kappas,
             train_stable=st, K=K, log_K=log_K, max_cell_diameter=d, stability_method=method,
             stability_sound=bool(self.stability_sound), label_pure=bool(self.label_pure),
         ).items():
             set_(k, v)
+
+    def _resolve_checked(self, n: int, st: np.ndarray) -> tuple[np.ndarray, str, int | None, float]:
+        """``train_checked`` (bool[n]), the selection kind, its seed and ``delta_s``, validated."""
+        ch = self.train_checked
+        if ch is None:
+            ch = np.ones(n, dtype=bool)
+        ch = np.asarray(ch)
+        if ch.shape != (n,):
+            raise UserInputError(f"train_checked must have shape (n,) = ({n},), one flag per training sample, "
+                                 f"got {ch.shape}")
+        if ch.dtype != np.bool_:
+            if not np.issubdtype(ch.dtype, np.integer) or (ch.size and (ch.min() < 0 or ch.max() > 1)):
+                raise UserInputError(f"train_checked must be boolean (or 0/1 integers), got dtype {ch.dtype}")
+            ch = ch != 0
+        s = int(np.count_nonzero(ch))
+        selection = self.selection
+        if selection is None:
+            selection = "all"
+            if s < n:
+                raise UserInputError(f"train_checked marks {n - s} of {n} samples unchecked: say how the checked ones "
+                                     "were chosen, selection = 'cells' (sound verifier budget) or 'uniform' (seeded "
+                                     "uniform subsample)")
+        if not isinstance(selection, str) or selection not in SELECTIONS:
+            raise UserInputError(f"selection must be one of {', '.join(SELECTIONS)}; got {selection!r}")
+        if selection == "all" and s < n:
+            raise UserInputError(f"selection 'all' but train_checked marks {n - s} of {n} samples unchecked; "
+                                 "use 'cells' or 'uniform'")
+        if selection == "uniform" and s == 0:
+            raise UserInputError("selection 'uniform' needs at least one checked sample (train_checked is all False)")
+        if st.shape[1] and np.any(st & ~ch[:, None]):
+            bad = int(np.count_nonzero(np.any(st, axis=1) & ~ch))
+            raise UserInputError(f"train_stable is True for {bad} samples that train_checked marks unchecked; "
+                                 "an unchecked sample has no flag (False)")
+        seed = self.selection_seed
+        if seed is not None:
+            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+                raise UserInputError(f"selection_seed must be an integer >= 0, got {seed!r}")
+            seed = int(seed)
+        d = _real("delta_s", self.delta_s)
+        if not 0.0 < d < 1.0:
+            raise UserInputError(f"delta_s must be in (0, 1) (the diagnostics' sampling confidence), got {self.delta_s!r}")
+        return ch, selection, seed, d
+
+    @property
+    def s(self) -> int:
+        """Number of training samples whose stability was checked."""
+        return int(np.count_nonzero(self.train_checked))
+
+    @property
+    def subsampled(self) -> bool:
+        """The flags are a uniform random subsample of fewer than n samples (spec §8 b)."""
+        return self.selection == "uniform" and self.s < self.n
 
     @staticmethod
     def _resolve_K(K: Any, log_K: Any) -> tuple[int | None, float]:
@@ -280,6 +354,8 @@ class SampleStats:
             "norm": self.norm,
             "stability_method": self.stability_method,
             "stability_sound": self.stability_sound,
+            "stability_checked": {"selection": self.selection, "s": self.s, "n": self.n,
+                                  "seed": self.selection_seed, "delta_s": self.delta_s},
             "partition": {
                 **self.partition,
                 "label_pure": self.label_pure,

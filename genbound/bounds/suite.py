@@ -105,6 +105,9 @@ def compute_bounds(stats: SampleStats, delta: float = 0.05) -> BoundReport:
             extra = [f"{what}; " + (p.reason or f"label-pure cells of diameter <= kappa, sound stability ({stats.stability_method})")]
             if name == "theorem_n":
                 extra.append("N1, N2, N3 each at delta/3; value = min, valid at 1 - delta")
+            if stats.selection == "cells" and stats.s < n and p.provable:
+                extra.append(f"stability verified on {stats.s} of {n} samples, cell by cell (any data-dependent choice "
+                             "is valid: the events concern the counts only); cells without a proof keep M_k = 1")
             add(name, partition_kind, v, t, kappa, base + extra)
 
     if m:
@@ -134,6 +137,7 @@ def compute_bounds(stats: SampleStats, delta: float = 0.05) -> BoundReport:
                     continue
                 v, t = fam[name]
                 a = [LOSS, stab_note] + (["uses held-out labels (e_k)"] if name != "stability_b" else [])
+                a.extend(_selection_notes(stats, name))
                 add(name, "diagnostic", v, t, float(stats.kappas[j]), a)
     else:
         notes.append(f"{stats.model}: no stability flags: stability_a/b/c omitted")
@@ -141,7 +145,35 @@ def compute_bounds(stats: SampleStats, delta: float = 0.05) -> BoundReport:
         notes.append(f"{stats.model}: stability flags are not monotone in kappa for some samples; each column is used as given")
 
     meta = stats.metadata()
-    uf, rte = counts.stability_rates()
+    fc = diagnostic.flag_counts(stats, counts, stats.delta_s)
+    E = int(counts.err_k.sum())
     meta.update({"|T|": int(np.count_nonzero(counts.occupied)), "train_error": R, "heldout_error": he,
-                 "unstable_fraction": uf.tolist(), "robust_train_error": rte.tolist(), "delta": delta})
+                 "unstable_fraction": (fc.limit["u"] / n).tolist(),
+                 "robust_train_error": ((E + fc.limit["b"]) / n).tolist(), "delta": delta})
+    if fc.delta is not None:
+        meta.update({"unstable_fraction_estimate": (fc.estimate["u"] / n).tolist(),
+                     "robust_train_error_estimate": ((E + fc.estimate["b"]) / n).tolist(),
+                     "best_over_kappa_diagnostic": diagnostic.best_over_kappa_subsampled(stats, counts, delta)})
+        notes.append(f"{stats.model}: stability checked on a uniform subsample of {stats.s} of {n} training samples "
+                     f"(seed {stats.selection_seed}): unstable_fraction, robust_train_error, stability_a/b are exact "
+                     f"hypergeometric upper limits at 1 - delta_s = {1 - stats.delta_s:g} per kappa (point estimates "
+                     "beside them); the certified results do not read these flags")
+    elif stats.selection == "cells" and stats.s < n:
+        notes.append(f"{stats.model}: stability verified on {stats.s} of {n} training samples, cell by cell (sound "
+                     "verifier budget): cells without a proof keep M_k = 1, unverified samples count as not stable")
     return BoundReport(results, [meta], delta, notes)
+
+
+def _selection_notes(stats: SampleStats, name: str) -> list[str]:
+    """What a partial stability check (spec §8) means for one stability diagnostic."""
+    if stats.subsampled and name != "stability_c":
+        return [f"stability checked on a uniform subsample of s = {stats.s} of n = {stats.n} (seed "
+                f"{stats.selection_seed}, drawn before any flag): the count of samples with the flag-dependent property "
+                f"is its exact one-sided hypergeometric upper limit at 1 - delta_s = {1 - stats.delta_s:g}; point "
+                "estimate in terms"]
+    if stats.subsampled:
+        return ["does not depend on the flags (correct-unstable plus correct-stable is correct): no sampling term"]
+    if stats.selection == "cells" and stats.s < stats.n and name != "stability_c":
+        return [f"stability verified on {stats.s} of {stats.n} samples, cell by cell: unverified samples count as "
+                "not stable (the upper side)"]
+    return []

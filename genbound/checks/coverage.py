@@ -13,15 +13,27 @@ certified at), ``draws``, ``failures`` (value < true error; a null value is +inf
 failure), ``failure_rate`` and its two-sided 95 % Clopper–Pearson interval ``[ci_low, ci_high]``.
 ``holdout_cp`` is computed once per draw at the full delta (it bites: its failure rate is close
 to delta), and ``best:<name>`` rows check the best certified value over the grid at the full
-delta. The check passes iff every certified row has ``ci_low <= delta``: a certified result
-whose failure rate is significantly above its delta is a bug. Diagnostic rows are listed too.
+delta. Diagnostic rows are listed too.
+
+Both kinds of partial stability runs (``spec/bounds.md`` §8) are in every draw:
+
+* ``budget:<name>`` -- a sound verifier's budget of ``BUDGET_FRACTION * n`` calls spent cell by
+  cell on the finest grid (:class:`~genbound.stability.selection.BudgetPlan`, as ``evaluate``
+  spends ``[stability] budget``): the certified results on the verified flags only.
+* ``subsample:<name>`` (kind ``sampling``) -- the flags of a uniform subsample of
+  ``SUBSAMPLE_FRACTION * n`` samples: a failure is a subsampled upper limit (``stability_a``,
+  ``stability_b``, ``unstable_fraction``, ``robust_train_error``) below the value computed from
+  every sample's flags; the row's delta is ``delta_s`` (:data:`DELTA_S`).
+
+The check passes iff every certified and every sampling row has ``ci_low <= delta``: a result
+whose failure rate is significantly above its delta is a bug.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,10 +42,18 @@ from scipy.stats import beta
 from genbound.bounds.concentration import clopper_pearson_upper
 from genbound.checks.geometry import linear_true_error
 from genbound.errors import UserInputError
-from genbound.stability.linear import linear_rule_predict, linear_rule_stability
+from genbound.bounds import compute_bounds
 from genbound.kappa_fine import kappa_fine_bounds
+from genbound.partition.grid import grid_partition
+from genbound.stability.linear import linear_rule_predict, linear_rule_stability
+from genbound.stability.selection import BudgetPlan, spend_budget, uniform_subsample
 
 __all__ = ["CoverageTask", "coverage_tasks", "run_coverage", "CoverageResult", "clopper_pearson_interval"]
+
+BUDGET_FRACTION = 0.05  # partial run (a): verifier calls, as a fraction of n
+SUBSAMPLE_FRACTION = 0.1  # partial run (b): uniform subsample size, as a fraction of n
+DELTA_S = 0.05  # partial run (b): the subsampled limits' confidence
+CHECKED_ROWS = ("certified", "sampling")  # kinds whose failure rate must stay within their delta
 
 
 @dataclass(frozen=True)
@@ -103,8 +123,50 @@ def one_draw(task: CoverageTask, seed: int, delta: float) -> dict[str, Any]:
     values[("holdout_cp", None)] = ("certified", delta, float(clopper_pearson_upper(e, task.m, delta)))
     for bst in kf.best:
         values[("best:" + bst["name"], None)] = ("certified", bst["delta"], bst["value"])
+    common = dict(model=task.name, train_x=x, train_y=y, train_loss=loss, kappas=task.kappas, num_classes=2,
+                  delta=delta, heldout_x=hx, heldout_y=hy, heldout_loss=hloss, stability_method="exact",
+                  stability_sound=True)
+    values.update(_budget_run(task, x, y, stable, seed, common))
     return {"true_error": truth, "values": values, "train_error": float(loss.mean()),
-            "heldout_error": float(hloss.mean()), "sanity": kf.sanity}
+            "heldout_error": float(hloss.mean()), "sanity": kf.sanity, "sampling": _subsample_run(task, kf, seed)}
+
+
+def _budget_run(task: CoverageTask, x: np.ndarray, y: np.ndarray, stable: np.ndarray, seed: int,
+                common: dict[str, Any]) -> dict[tuple[str, float | None], tuple[str, float, float | None]]:
+    """Partial run (a): the exact verifier called on at most BUDGET_FRACTION * n samples, cell by
+    cell on the finest grid (smallest kappa, closing a cell at its first proof there)."""
+    j0 = int(np.argmin(task.kappas))
+    finest = grid_partition(x, y, kappa=float(task.kappas[j0]), num_classes=2)
+    plan = BudgetPlan(finest.train_cell, seed, max(1, int(BUDGET_FRACTION * task.n)), close_at=j0)
+    checked, flags = spend_budget(plan, lambda idx: stable[idx], stable.shape[1])
+    kf = kappa_fine_bounds(**{**common, "stable": flags}, train_checked=checked, selection="cells",
+                           selection_seed=seed)
+    out = {}
+    for side, rep in zip(task.kappas, kf.reports):
+        for r in rep.results:
+            if r.kind == "certified" and r.name != "holdout_cp":
+                out[("budget:" + r.name, side)] = (r.kind, r.delta, r.value)
+    for bst in kf.best:
+        out[("budget:best:" + bst["name"], None)] = ("certified", bst["delta"], bst["value"])
+    return out
+
+
+def _subsample_run(task: CoverageTask, kf: Any, seed: int) -> dict[tuple[str, float], tuple[float, float]]:
+    """Partial run (b): per grid, the subsampled limits against the full-sample values."""
+    n = task.n
+    ch = np.zeros(n, dtype=bool)
+    ch[uniform_subsample(n, SUBSAMPLE_FRACTION, seed)] = True
+    out: dict[tuple[str, float], tuple[float, float]] = {}
+    for side, full_stats, full_rep in zip(task.kappas, kf.stats, kf.reports):
+        sub = replace(full_stats, train_stable=full_stats.train_stable & ch[:, None], train_checked=ch,
+                      selection="uniform", selection_seed=seed, delta_s=DELTA_S)
+        rep = compute_bounds(sub, full_rep.delta)
+        for name in ("stability_b", "stability_a"):
+            (a,), (b,) = rep.select(name), full_rep.select(name)
+            out[("subsample:" + name, side)] = (a.value, b.value)
+        for key in ("unstable_fraction", "robust_train_error"):
+            out[("subsample:" + key, side)] = (rep.models[0][key][0], full_rep.models[0][key][0])
+    return out
 
 
 @dataclass
@@ -121,12 +183,15 @@ class CoverageResult:
 
     @property
     def passed(self) -> bool:
-        return all(r["ci_low"] <= r["delta"] for r in self.rows if r["kind"] == "certified")
+        return all(r["ci_low"] <= r["delta"] for r in self.rows if r["kind"] in CHECKED_ROWS)
 
     def to_dict(self) -> dict[str, Any]:
         return {"check": "coverage", "passed": self.passed, "draws": self.draws, "delta": self.delta,
                 "quick": self.quick, "rule": "certified rows must have ci_low <= delta (two-sided 95% Clopper-Pearson "
-                "interval of the failure rate, failure = value < exact true error)", "rows": self.rows,
+                "interval of the failure rate, failure = value < exact true error); sampling rows (uniform "
+                "subsample) must have ci_low <= delta_s (failure = subsampled limit < full-sample value)",
+                "partial_runs": {"budget_fraction": BUDGET_FRACTION, "subsample_fraction": SUBSAMPLE_FRACTION,
+                                 "delta_s": DELTA_S}, "rows": self.rows,
                 "tasks": self.tasks, "sanity_kappa_to_zero": self.sanity, "wall_s": round(self.wall_s, 2)}
 
     def table(self) -> str:
@@ -147,11 +212,14 @@ class CoverageResult:
                          f"mean true error {t['mean_true_error']:.4f}, mean train error {t['mean_train_error']:.4f}")
         for s in self.sanity:
             lines.append(f"kappa->0 check {s['model']} {s['name']}*: {s['flag']}: {s['message']}")
-        bad = [r for r in self.rows if r["kind"] == "certified" and r["ci_low"] > r["delta"]]
-        lines.append("PASSED: every certified row has ci_low <= delta" if not bad else
-                     "FAILED: certified rows with ci_low > delta: " + ", ".join(f"{r['task']}/{r['name']}" for r in bad))
+        bad = [r for r in self.rows if r["kind"] in CHECKED_ROWS and r["ci_low"] > r["delta"]]
+        lines.append("PASSED: every certified and sampling row has ci_low <= delta" if not bad else
+                     "FAILED: rows with ci_low > delta: " + ", ".join(f"{r['task']}/{r['name']}" for r in bad))
         lines.append("grid = side of the kappa-fine grid (each kappa its own partition, delta split over the grid); "
                      "best:<name> = best certified value over the grid at the full delta")
+        lines.append(f"budget:<name> = stability verified on at most {BUDGET_FRACTION:g} n samples, cell by cell; "
+                     f"subsample:<name> (sampling) = limits from a uniform subsample of {SUBSAMPLE_FRACTION:g} n, "
+                     f"failure = below the full-sample value, delta = delta_s = {DELTA_S:g}")
         return "\n".join(lines)
 
 
@@ -168,6 +236,7 @@ def run_coverage(quick: bool = False, draws: int | None = None, delta: float = 0
     rows, summaries, sanity = [], [], []
     for ti, task in enumerate(specs):
         fails: dict[tuple[str, Any], list] = {}
+        sampling: dict[tuple[str, Any], list] = {}
         truths, trains = [], []
         for r in tqdm(range(R), desc=f"coverage {task.name}", unit="draw", disable=not progress):
             d = one_draw(task, seed * 1_000_003 + ti * 10_007 + r, delta)
@@ -182,6 +251,11 @@ def run_coverage(quick: bool = False, draws: int | None = None, delta: float = 0
                 vv = math.inf if v is None else v
                 acc[2] += int(vv < d["true_error"])
                 acc[3].append(vv)
+            for key, (sub, full) in d["sampling"].items():
+                acc = sampling.setdefault(key, [0, [], []])
+                acc[0] += int(sub < full)
+                acc[1].append(sub)
+                acc[2].append(full)
         for (name, side), (kind, dl, f, vals, _) in fails.items():
             lo, hi = clopper_pearson_interval(f, R)
             mv = float(np.mean(vals))
@@ -189,11 +263,18 @@ def run_coverage(quick: bool = False, draws: int | None = None, delta: float = 0
                          "delta": dl if kind == "certified" else None, "draws": R, "failures": f,
                          "failure_rate": f / R, "ci_low": lo, "ci_high": hi,
                          "mean_value": mv if math.isfinite(mv) else None, "mean_true_error": float(np.mean(truths))})
+        for (name, side), (f, subs, fulls) in sampling.items():
+            lo, hi = clopper_pearson_interval(f, R)
+            rows.append({"task": task.name, "name": name, "kind": "sampling", "grid_side": side, "kappa": side,
+                         "delta": DELTA_S, "draws": R, "failures": f, "failure_rate": f / R, "ci_low": lo,
+                         "ci_high": hi, "mean_value": float(np.mean(subs)), "mean_true_error": float(np.mean(truths)),
+                         "mean_full_sample_value": float(np.mean(fulls))})
         summaries.append({"task": task.name, "eta": task.eta, "n": task.n, "m": task.m, "kappas": list(task.kappas),
                           "w_star": list(task.w_star), "b_star": task.b_star, "mean_true_error": float(np.mean(truths)),
                           "mean_train_error": float(np.mean(trains)),
                           "learner": "logistic regression (sklearn, C=1e4); rule 1[w.x + b > 0]",
                           "true_error": "exact: eta + (1 - 2 eta) * area of disagreement with the teacher",
                           "stability": "exact (closed form for a linear rule on the domain-clipped l_inf box)"})
-    rows.sort(key=lambda r: (r["task"], r["kind"] != "certified", r["name"], -1 if r["grid_side"] is None else r["grid_side"]))
+    order = {"certified": 0, "sampling": 1}
+    rows.sort(key=lambda r: (r["task"], order.get(r["kind"], 2), r["name"], -1 if r["grid_side"] is None else r["grid_side"]))
     return CoverageResult(rows, summaries, R, float(delta), bool(quick), time.perf_counter() - t0, sanity)

@@ -246,6 +246,12 @@ def _model_section(v: ModelView) -> str:
              f"partition: {escape(str(part.get('kind', 'unspecified')))}, label-pure "
              f"{_num(part.get('label_pure'))}, K ∈ {{{', '.join(v.Ks)}}}, occupied cells |T| = "
              + ", ".join(f"{_num(m.get('|T|'))} (K={k_text(m)})" for m in v.metas)]
+    sub = meta.get("stability_checked") or {}
+    if sub.get("selection") in ("uniform", "cells") and sub.get("s", 0) < sub.get("n", 0):
+        facts.append(f"stability checked on {_num(sub['s'])} of {_num(sub['n'])} training samples: "
+                     + ("a uniform subsample; flag-dependent diagnostics are upper limits at 1 - δ_s = "
+                        f"{_num(1 - sub['delta_s'])}, point estimates in their terms" if sub["selection"] == "uniform"
+                        else "a verifier budget spent cell by cell; unverified samples prove nothing"))
     if v.record.get("fingerprint"):
         facts.append(f"weights fingerprint <code>{escape(str(v.record['fingerprint']))}</code>")
     if v.record.get("random_label_fraction"):
