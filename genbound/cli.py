@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "study": "genbound.commands.study",
     "check": "genbound.commands.check",
     "report": "genbound.commands.report",
+    "reproduce": "genbound.commands.reproduce",
 }
 
 _HELP: dict[str, str] = {
@@ -36,6 +37,7 @@ _HELP: dict[str, str] = {
     "study": "run a study end to end: certified-lowdim (where certified bounds are non-vacuous), robust-overfitting",
     "check": "self-checks of validity: coverage (simulated failure rates) and memorization",
     "report": "re-render the HTML report page of finished run(s); several runs side by side",
+    "reproduce": "a published protocol (than2024, nuhu2026) on your data and models: the paper-style table",
 }
 
 

@@ -229,8 +229,8 @@ class ModelSpec:
     kwargs: dict = field(default_factory=dict)
     #: "data": the data's mean/std in front of the model; "none": the model takes [0, 1] pixels;
     #: a preset name (:data:`NORMALIZATION_PRESETS`); "model": the model's own (timm's pretrained_cfg);
-    #: or {"mean": [...], "std": [...]}
-    input_normalization: str | dict = "data"
+    #: or {"mean": [...], "std": [...]}; None (not declared): "model" for timm:NAME, else "data"
+    input_normalization: str | dict | None = None
 
 
 @dataclass(frozen=True)
@@ -318,8 +318,10 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
         extra = set(m) - {"name", "factory", "weights", "kwargs", "input_normalization"}
         if extra:
             raise UserInputError(f"{where}: unknown key(s) {sorted(extra)}")
-        norm = m.get("input_normalization", "data")
-        if isinstance(norm, dict):
+        norm = m.get("input_normalization")
+        if norm is None:
+            pass  # not declared: resolved with the model (timm:NAME declares its own)
+        elif isinstance(norm, dict):
             if set(norm) != {"mean", "std"}:
                 raise UserInputError(f"{where}: input_normalization as a table needs exactly mean and std, got "
                                      f"{sorted(norm)}")

@@ -23,7 +23,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -41,8 +41,8 @@ from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, make_output_folder, write_text
 from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
-from genbound.partition import (GridPartition, KMeansPartition, KMeansSpec, PartitionProtocol, PartitionSpec, build_grid, build_kmeans,
-                                build_partition, check_kmeans)
+from genbound.partition import (GridPartition, KMeansPartition, KMeansSpec, PartitionProtocol, PartitionSpec,
+                                build_grid, build_kmeans, build_partition, check_kmeans)
 from genbound.stability import stability_flags
 from genbound.stability.batch_store import BatchStore
 from genbound.kappas import check_kappas
@@ -272,6 +272,8 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         sound = bool(stab["evidence"].get("sound")) and stab["evidence"].get("status", "verified") == "verified"
         errors[mi.name] = {"train_error": tr.error, "heldout_error": None if ho is None else ho.error,
                            "train_source": mi.train.describe(), "heldout_source": None if mi.heldout is None else mi.heldout.describe()}
+        ids = _identifiers("train", mi.train)
+        ho_ids = _identifiers("heldout", mi.heldout) if ho is not None else {}
         if cfg.partition == "grid":
             assigned = [(part, _cells(part, mi.train, cfg, cache_dir, cell_cache, ranks),
                          _cells(part, mi.heldout, cfg, cache_dir, cell_cache, ranks) if ho is not None else np.zeros(0, np.int64))
@@ -280,7 +282,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
                              heldout_loss=None if ho is None else ho.loss, stability_method=cfg.stability,
                              stability_sound=sound, partition_note=GRID_NOTE, **partial)
             grids[mi.name] = kf
-            stats_all.extend(kf.stats)
+            stats_all.extend(replace(s, **ids, **ho_ids) for s in kf.stats)
             reports.extend(kf.reports)
             continue
         for K, part in parts.items():
@@ -297,6 +299,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
                 partition={k: v for k, v in part.record().items() if k not in ("label_pure", "max_cell_diameter")},
                 partition_uses_heldout=part.uses_heldout, partition_depends_on_train=part.depends_on_training_set,
                 **partial,
+                **ids, **({k: v[keep] for k, v in ho_ids.items()} if ho is not None else {}),
             )
             stats_all.append(s)
             reports.append(compute_bounds(s, cfg.delta))
@@ -318,6 +321,12 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     else:
         best = best_over_grid(grid_reports, cfg.delta, len(cfg.K), what="K values") if len(cfg.K) > 1 else []
     return Evaluation(report, stats_all, cfg, records, best, grids)
+
+
+def _identifiers(role: str, source: DataSource) -> dict[str, np.ndarray]:
+    """``{role}_index`` (and ``{role}_path`` for files) of every sample: written to samples.npz so
+    that each flag maps back to its input."""
+    return {f"{role}_{k}": v for k, v in source.identifiers().items() if k in ("index", "path")}
 
 
 def _jsonable(v: Any) -> Any:

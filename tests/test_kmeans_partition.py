@@ -51,6 +51,14 @@ def test_kmeans_plus_plus_with_duplicates_and_too_few_points():
         kmeans_plus_plus(x, 6, seed=0)
 
 
+def test_kmeans_plus_plus_never_draws_a_point_already_covered():
+    # three distinct points, each 200 times: D^2 = 0 on every copy of a chosen point
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]], dtype=torch.float64).repeat(200, 1)
+    for seed in range(20):
+        rows = x[torch.as_tensor(kmeans_plus_plus(x, 3, seed=seed))]
+        assert len({tuple(r.tolist()) for r in rows}) == 3, seed
+
+
 # ------------------------------------------------------------------------------------ assignment
 def brute_force(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     d = ((x[:, None, :] - c[None, :, :]) ** 2).sum(2)
@@ -244,7 +252,7 @@ def test_heldout_split_pixels_keeps_partition_results_certified(digits_model):
 
 @pytest.mark.parametrize("extra, why", [({"kmeans_fit": "train"}, "fitted on the training set"),
                                         ({"kmeans_features": "net.1"}, "features of the trained model")])
-def test_train_or_feature_fit_certifies_no_partition_result(digits_model, extra, why):
+def test_train_or_feature_fit_certifies_no_partition_result(digits_model, extra, why, tmp_path):
     model, train, held = digits_model
     ev = evaluate({"m": model}, train, held, Config(**CFG, **extra))
     for r in ev.report.results:
@@ -262,6 +270,13 @@ def test_train_or_feature_fit_certifies_no_partition_result(digits_model, extra,
         assert all(r.kind == "diagnostic" for r in compute_bounds(s, 0.05).results if r.name in PARTITION_RESULTS)
     if "kmeans_features" in extra:
         assert set(ev.records["partitions"]) == {"m:5", "m:10"}
+    # and from the saved samples.npz (what `genbound bounds` reads): still diagnostic, still saying why
+    from genbound.bounds import load_stats_npz
+    paths = ev.save(tmp_path / "run", report=False)
+    for s in load_stats_npz(paths["samples"]):
+        for r in compute_bounds(s, 0.05).results:
+            if r.name in PARTITION_RESULTS:
+                assert r.kind == "diagnostic" and any(why in a for a in r.assumptions)
 
 
 def test_feature_partitions_are_per_model(digits_model):
@@ -356,3 +371,51 @@ def test_state_round_trip_assigns_the_same_cells():
     assert q.record() == p.record()
     assert np.array_equal(q.assign(train, progress_bar=False), p.assign(train, progress_bar=False))
     assert np.array_equal(q.heldout_statistics_mask(80), p.heldout_statistics_mask(80))
+
+
+# ------------------------------------------------------------------------------------ layer features
+def test_layer_features_are_the_layer_output_and_leave_the_model_as_it_was():
+    from torch import nn
+
+    from genbound.models import Normalize
+    from genbound.models.features import LayerFeatures
+    net = mlp(input_shape=(1, 5), num_classes=4, hidden=(16,), seed=0)
+    wrapped = nn.Sequential(Normalize((0.5,), (0.25,)), net).train()
+    x = torch.rand(7, 1, 5)
+    with pytest.warns(UserWarning, match="train mode"):
+        z = LayerFeatures(wrapped, "net.1")(x)  # named as in the network, behind genbound's normalization
+    expected = net.net[1](net.net[0]((x - 0.5) / 0.25))
+    torch.testing.assert_close(z, expected.reshape(7, -1))
+    assert wrapped.training and not net.net[1]._forward_hooks  # mode restored, hook removed
+
+
+def test_layer_features_refuse_layers_that_do_not_give_one_tensor():
+    from torch import nn
+
+    from genbound.models.features import LayerFeatures
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(self.lin(x))
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.split = Splitter()
+
+        def forward(self, x):
+            a, b = self.split(x)
+            return a + b
+
+    class Splitter(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    with pytest.raises(UserInputError, match="ran 2 times in one forward pass"):
+        LayerFeatures(Twice().eval(), "lin")(torch.rand(2, 3))
+    with pytest.raises(UserInputError, match="returns a tuple, not a tensor"):
+        LayerFeatures(Pair().eval(), "split")(torch.rand(2, 3))

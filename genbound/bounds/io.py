@@ -5,7 +5,9 @@ Arrays (``spec/bounds.md`` §1): ``train_cell``, ``train_loss``, optional ``trai
 sample checked); scalars: ``K`` or ``log_K``, optional ``stability_sound``, ``stability_method``,
 ``norm``, ``label_pure``, ``max_cell_diameter``, ``model``, ``partition_uses_heldout``,
 ``partition_depends_on_train``, ``partition_json``, ``selection`` (``all`` | ``cells`` |
-``uniform``), ``selection_seed``, ``delta_s``.
+``uniform``), ``selection_seed``, ``delta_s``; optional identifiers ``train_index``,
+``train_path``, ``heldout_index``, ``heldout_path`` (each sample's position in its source and,
+for image files, its path relative to the folder).
 
 Several models in one file: prefix each key with ``<model>/`` (e.g. ``cnn/train_loss``); keys
 without a prefix are shared by every model (typically ``K``, ``kappas``, ``heldout_cell``).
@@ -24,6 +26,8 @@ from genbound.errors import UserInputError
 from genbound.fileio import atomic_write, read_npz
 
 ARRAYS = ("train_cell", "train_loss", "train_stable", "heldout_cell", "heldout_loss", "kappas", "train_checked")
+#: optional per-sample identifiers (absent in files written before they existed)
+IDENTIFIERS = ("train_index", "train_path", "heldout_index", "heldout_path")
 SCALARS = ("K", "log_K", "stability_sound", "stability_method", "norm", "label_pure", "max_cell_diameter",
            "model", "partition_uses_heldout", "partition_depends_on_train", "partition_json", "selection",
            "selection_seed", "delta_s")
@@ -128,11 +132,11 @@ def load_stats_npz(path: str | os.PathLike) -> list[SampleStats]:
     raw = read_npz(path, what="statistics file")
     shared: dict[str, Any] = {}
     per_model: dict[str, dict[str, Any]] = {}
-    known = set(ARRAYS) | set(SCALARS)
+    known = set(ARRAYS) | set(IDENTIFIERS) | set(SCALARS)
     for key, a in raw.items():
         model, _, name = key.rpartition("/")
         if name not in known:
-            raise UserInputError(f"{path}: unknown array {key!r}; expected {', '.join(ARRAYS + SCALARS)}")
+            raise UserInputError(f"{path}: unknown array {key!r}; expected {', '.join(ARRAYS + IDENTIFIERS + SCALARS)}")
         try:
             value = _scalar(name, a) if name in SCALARS else a
         except UserInputError as exc:
@@ -179,6 +183,7 @@ def save_stats_npz(path: str | os.PathLike, stats: list[SampleStats] | SampleSta
         })
         if s.selection_seed is not None:
             out[pre + "selection_seed"] = np.int64(s.selection_seed)
+        out.update({pre + name: getattr(s, name) for name in IDENTIFIERS if getattr(s, name) is not None})
         if s.K is not None and s.K < 2**63:
             out[pre + "K"] = np.int64(s.K)
         if s.norm is not None:

@@ -59,6 +59,22 @@ def _as_kappas(a: Any) -> np.ndarray:
     return a.astype(np.float64).reshape(-1)
 
 
+def _as_ids(name: str, a: Any, size: int) -> np.ndarray | None:
+    """An optional per-sample identifier: ``*_index`` integers >= 0, ``*_path`` text, one per sample."""
+    if a is None:
+        return None
+    a = np.asarray(a)
+    if a.ndim != 1 or a.size != size:
+        raise UserInputError(f"{name} must be a 1-D array with one entry per sample ({size}), got shape {a.shape}")
+    if name.endswith("_index"):
+        if a.size and (not np.issubdtype(a.dtype, np.integer) or a.min() < 0):
+            raise UserInputError(f"{name} must hold integer positions >= 0, got dtype {a.dtype}")
+        return a.astype(np.int64, copy=False)
+    if a.size and a.dtype.kind != "U":
+        raise UserInputError(f"{name} must hold text (file paths), got dtype {a.dtype}")
+    return a.astype(str, copy=False)
+
+
 def _real(name: str, v: Any) -> float:
     """A real number given as a Python or numpy int/float (never text, bool or complex)."""
     if isinstance(v, np.ndarray) and v.size == 1:
@@ -95,8 +111,8 @@ class SampleStats:
         Whether each cell holds one label, and the geometric diameter of every cell region in the
         stability norm, known by construction (``None`` = unknown: no cell is ever proven).
     partition_uses_heldout:
-        The held-out set helped build the partition (``heldout`` centroids): ``theorem_h`` is then
-        a diagnostic.
+        The held-out set helped build the partition (``heldout`` centroids, a k-means fit split):
+        ``theorem_h`` is then a diagnostic.
     partition_depends_on_train:
         The partition depends on the training sample (k-means on S, the model's features,
         train-fitted rescaling): every concentration term is void and the partition-based
@@ -114,6 +130,10 @@ class SampleStats:
     selection_seed, delta_s:
         The seed of the selection (recorded), and the diagnostics' own sampling confidence (default
         0.05; not taken out of the certified results' delta).
+    train_index, train_path, heldout_index, heldout_path:
+        Optional identifiers of each sample, so that a flag maps back to its input: the position
+        in the source the user named (int64) and, for files, the path relative to the folder
+        (text). Never used by a bound.
     """
 
     train_cell: np.ndarray
@@ -137,6 +157,10 @@ class SampleStats:
     selection: str | None = None
     selection_seed: int | None = None
     delta_s: float = 0.05
+    train_index: np.ndarray | None = None
+    train_path: np.ndarray | None = None
+    heldout_index: np.ndarray | None = None
+    heldout_path: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -221,8 +245,11 @@ class SampleStats:
             if not math.isfinite(d) or d < 0:
                 raise UserInputError(f"max_cell_diameter must be finite and >= 0 (or absent when unknown), got {d}")
         checked, selection, seed, delta_s = self._resolve_checked(n, st)
+        ids = {name: _as_ids(name, getattr(self, name), size)
+               for name, size in (("train_index", n), ("train_path", n), ("heldout_index", hc.size),
+                                  ("heldout_path", hc.size))}
         for k, v in dict(
-            train_checked=checked, selection=selection, selection_seed=seed, delta_s=delta_s,
+            **ids, train_checked=checked, selection=selection, selection_seed=seed, delta_s=delta_s,
             train_cell=tc, train_loss=tl, heldout_cell=hc, heldout_loss=hl, kappas=kappas,
             train_stable=st, K=K, log_K=log_K, max_cell_diameter=d, stability_method=method,
             stability_sound=bool(self.stability_sound), label_pure=bool(self.label_pure),

@@ -115,7 +115,8 @@ def compute_bounds(stats: SampleStats, delta: float = 0.05) -> BoundReport:
         kind, extra = partition_kind, [HELDOUT_IID]
         if stats.partition_uses_heldout:
             kind = "diagnostic"
-            extra.append("VIOLATION: the held-out set helped build the partition (heldout centroids), which voids "
+            extra.append("VIOLATION: the held-out set helped build the partition (held-out centroids or a k-means fit "
+                         "split), which voids "
                          "the held-out cell limits; reported as a diagnostic")
         add("theorem_h", kind, v, t, None, base + extra)
 

@@ -35,9 +35,12 @@ def _importable(folder: str) -> Iterator[None]:
         sys.path.remove(folder)
 
 
-def _normalization(spec: str | dict, source: Any) -> Any:
-    """A model's ``input_normalization`` (docs/config.md) as what ``load_model`` takes."""
+def _normalization(spec: str | dict | None, source: Any, factory: str = "") -> Any:
+    """A model's ``input_normalization`` (docs/config.md) as what ``load_model`` takes; not declared:
+    the model's own for ``timm:NAME`` (its pretrained_cfg), else the data's."""
     from genbound.data import Normalization
+    if spec is None:
+        spec = "model" if factory.startswith("timm:") else "data"
     if isinstance(spec, dict):
         norm = Normalization(tuple(spec["mean"]), tuple(spec["std"]))
     elif spec in ("data", "none", "model"):
@@ -49,6 +52,34 @@ def _normalization(spec: str | dict, source: Any) -> Any:
         raise UserInputError(f"input_normalization {spec!r} has {channels} channels but the data have "
                              f"{source.shape[0]}")
     return norm
+
+
+def models_preprocess(rc: Any) -> Any:
+    """The preprocessing of an image-folder run whose config declares none: the one the
+    ``timm:NAME`` models declare in their pretrained_cfg (docs/config.md), or None. Models that
+    declare different ones cannot share one data source: an error asks for ``[data] preprocess``."""
+    from genbound.models import load_model
+    from genbound.models.pretrained_cfg import pretrained_cfg, preprocess_from_cfg
+    if not (os.path.isdir(rc.train) or (rc.heldout is not None and os.path.isdir(rc.heldout))):
+        return None
+    found: dict[Any, list[str]] = {}
+    chosen = None
+    for m in rc.models:
+        if not m.factory.startswith("timm:"):
+            continue
+        # built without weights, on CPU: the cfg is the architecture's, whatever the weights
+        cfg = pretrained_cfg(load_model(m.factory, device="cpu", **m.kwargs))
+        if cfg is None:
+            continue
+        pre = preprocess_from_cfg(cfg, what=m.factory)
+        key = (pre.resize, pre.crop, pre.interpolation, pre.mode)
+        found.setdefault(key, []).append(m.name)
+        chosen = chosen or pre
+    if len(found) > 1:
+        raise UserInputError("the timm models declare different preprocessing ("
+                             + "; ".join(f"{', '.join(v)}: resize {k[0]}, crop {k[1]}, {k[2]}" for k, v in found.items())
+                             + "); give [data] preprocess, or evaluate them in separate runs")
+    return chosen
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,18 +104,20 @@ def _run(args: argparse.Namespace, rc: Any, ranks: Any) -> int:
     # one output folder for all ranks, even when the ranks' clocks read different seconds
     out = check_output_folder(from_main(lambda: args.out or rc.out or os.path.join(
         "runs", time.strftime("evaluate-%Y%m%d-%H%M%S")), ranks), "--out" if args.out else None)
-    source = load_dataset(rc.train, preprocess=rc.preprocess, classes=rc.classes)
-    split_record = None
-    if rc.heldout is None:
-        train, heldout, split = split_source(source, rc.heldout_fraction, seed=rc.split_seed)
-        split_record = split.record()
-    else:
-        train, heldout = source, load_dataset(rc.heldout, preprocess=rc.preprocess, classes=rc.classes)
-    models = {}
     with _importable(rc.base):  # a factory module beside the config imports like one on PYTHONPATH
+        preprocess = rc.preprocess if rc.preprocess is not None else models_preprocess(rc)
+        source = load_dataset(rc.train, preprocess=preprocess, classes=rc.classes)
+        split_record = None
+        if rc.heldout is None:
+            train, heldout, split = split_source(source, rc.heldout_fraction, seed=rc.split_seed)
+            split_record = split.record()
+        else:
+            train, heldout = source, load_dataset(rc.heldout, preprocess=preprocess, classes=rc.classes)
+        models = {}
         for m in rc.models:
             models[m.name] = load_model(m.factory, m.weights, device=cfg.device,
-                                        normalization=_normalization(m.input_normalization, source), **m.kwargs)
+                                        normalization=_normalization(m.input_normalization, source, m.factory),
+                                        **m.kwargs)
     t0 = time.time()
     ev = evaluate(models, train, heldout, cfg, cache_dir=os.path.join(out, "cache"))
     ev.records["data"] = {"train": train.describe(), "heldout": heldout.describe(), "split": split_record,

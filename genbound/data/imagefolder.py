@@ -107,6 +107,13 @@ class ImageFolderSource(DataSource):
     def __len__(self) -> int:
         return len(self.files)
 
+    def identifiers(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``index`` (position in the folder's sorted file list) and ``path`` (the file, relative to
+        the folder, ``/``-separated): a flag in ``samples.npz`` maps back to its image."""
+        ids = super().identifiers(indices)
+        rel = [os.path.relpath(self.files[i], self.root).replace(os.sep, "/") for i in ids["index"]]
+        return {**ids, "path": np.array(rel, dtype=str) if rel else np.zeros(0, dtype="<U1")}
+
     def get(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
         x = np.stack([self._decode(self.files[i]) for i in idx]) if idx.size else np.zeros((0, *self.shape), np.uint8)

@@ -14,7 +14,7 @@ and the long side ``int(size * long / short)``; ``Resize((h, w))``: exactly ``h 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any, Sequence
 
@@ -60,6 +60,8 @@ class Preprocess:
     crop: int | tuple[int, int] | None = None
     interpolation: str = "bilinear"
     mode: str | None = None
+    #: where the steps came from when not declared by the user (e.g. a model's pretrained_cfg); recorded
+    origin: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resize", _size(self.resize, "resize"))
@@ -118,4 +120,5 @@ class Preprocess:
         return {"resize": as_list(self.resize), "resize_rule": ("short side" if isinstance(self.resize, int) else
                                                                 "exact" if self.resize else None),
                 "crop": as_list(self.crop), "crop_rule": "centre" if self.crop else None,
-                "interpolation": self.interpolation, "mode": self.mode}
+                "interpolation": self.interpolation, "mode": self.mode,
+                **({"origin": self.origin} if self.origin else {})}

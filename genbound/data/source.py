@@ -131,6 +131,17 @@ class DataSource(abc.ABC):
         """The whole dataset as ``(x, y)`` tensors (only for sources that fit in memory)."""
         return self.get(np.arange(len(self)))
 
+    def identifiers(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """What names each sample at ``indices`` (default: all) so that a result maps back to it.
+
+        ``"index"``: int64 position in the source the user named (a subset or a relabelled copy
+        reports its parent's positions, so a split's samples keep their place in the whole set);
+        a source of files adds ``"path"``: the file, relative to its folder. Reading identifiers
+        never decodes a sample.
+        """
+        idx = np.arange(len(self), dtype=np.int64) if indices is None else _check_indices(indices, len(self))
+        return {"index": idx}
+
     def describe(self) -> dict[str, Any]:
         """What a run records about this source."""
         return {
@@ -252,6 +263,10 @@ class SubsetSource(DataSource):
     def get(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return self.parent.get(self.indices[np.asarray(indices, dtype=np.int64)])
 
+    def identifiers(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+        pos = self.indices if indices is None else self.indices[_check_indices(indices, len(self))]
+        return self.parent.identifiers(pos)
+
     @property
     def labels(self) -> np.ndarray:
         return self.parent.labels[self.indices]
@@ -281,6 +296,9 @@ class RelabelledSource(DataSource):
         idx = np.asarray(indices, dtype=np.int64)
         x, _ = self.parent.get(idx)
         return x, self._y[torch.from_numpy(idx)]
+
+    def identifiers(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+        return self.parent.identifiers(indices)
 
     @property
     def labels(self) -> np.ndarray:

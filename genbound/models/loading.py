@@ -177,8 +177,9 @@ def _import_extra(module: str, factory: str) -> Any:
 
 def model_normalization(model: nn.Module, factory: str) -> Normalization:
     """The mean/std a model declares for its inputs (timm's ``pretrained_cfg``)."""
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
-    if not isinstance(cfg, Mapping) or "mean" not in cfg or "std" not in cfg:
+    from genbound.models.pretrained_cfg import pretrained_cfg
+    cfg = pretrained_cfg(model)
+    if cfg is None or "mean" not in cfg or "std" not in cfg:
         raise UserInputError(f"{factory!r} declares no input mean/std (no pretrained_cfg); give the normalization "
                              "explicitly (a preset such as 'imagenet', or mean and std)")
     return Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
@@ -215,11 +216,14 @@ def load_model(factory: str, weights: str | os.PathLike | None = None, *, device
                                  f"{'...' if len(miss) > 5 else ''}, unexpected keys {unexp[:5]}"
                                  f"{'...' if len(unexp) > 5 else ''} (check the factory arguments)")
     check_finite_weights(model, f"model {factory!r}" + (f" with weights {os.fspath(weights)!r}" if weights else ""))
+    norm_from = ("pretrained_cfg" if normalization == "model" else f"preset {normalization!r}"
+                 if isinstance(normalization, str) else "given" if normalization is not None else None)
     if isinstance(normalization, str):
         normalization = (model_normalization(model, factory) if normalization == "model"
                          else Normalization.preset(normalization))
     model = with_normalization(model, normalization).to(resolve_device(device)).eval()
     model.genbound_model = {"factory": factory, "factory_file": factory_file, "weights": os.fspath(weights) if weights is not None else None,  # type: ignore[assignment]
                             "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
-                            "normalization": normalization.as_dict() if normalization else None}
+                            "normalization": normalization.as_dict() if normalization else None,
+                            "normalization_from": norm_from if normalization else None}
     return model

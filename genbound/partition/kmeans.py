@@ -52,7 +52,8 @@ from genbound.names import KMEANS_BACKENDS, KMEANS_FITS
 from genbound.partition.assign import label_pure_cells
 from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
 
-__all__ = ["KMeansSpec", "KMeansPartition", "build_kmeans", "check_kmeans", "kmeans_plus_plus", "lloyd", "nearest_exact"]
+__all__ = ["KMeansSpec", "KMeansPartition", "build_kmeans", "check_kmeans", "kmeans_plus_plus", "lloyd",
+           "nearest_exact"]
 
 Featurize = Callable[[torch.Tensor], torch.Tensor]
 
@@ -83,9 +84,11 @@ class KMeansSpec:
             raise UserInputError(f"kmeans_fit must be one of {', '.join(KMEANS_FITS)}; got {self.fit!r}")
         if not (isinstance(self.fit_fraction, (int, float)) and not isinstance(self.fit_fraction, bool)
                 and 0 < self.fit_fraction < 1):
-            raise UserInputError(f"kmeans_fit_fraction must be a number strictly between 0 and 1; got {self.fit_fraction!r}")
+            raise UserInputError("kmeans_fit_fraction must be a number strictly between 0 and 1; "
+                                 f"got {self.fit_fraction!r}")
         if self.features is not None and (not isinstance(self.features, str) or not self.features):
-            raise UserInputError(f"kmeans_features must name a layer of the model (e.g. \"layer4\"); got {self.features!r}")
+            raise UserInputError("kmeans_features must name a layer of the model (e.g. \"layer4\"); "
+                                 f"got {self.features!r}")
         if isinstance(self.iterations, bool) or int(self.iterations) < 0:
             raise UserInputError(f"kmeans_iterations must be an integer >= 0; got {self.iterations}")
         if isinstance(self.seeding_sample, bool) or int(self.seeding_sample) < 1:
@@ -143,12 +146,13 @@ def nearest_exact(x: torch.Tensor, centroids: torch.Tensor, c2: torch.Tensor | N
         x2 = (xb * xb).sum(1)
         scores = torch.addmm(c2.unsqueeze(0), xb, C.T, beta=1, alpha=-2)
         best = scores.argmin(1)  # the first minimum: the lowest index among equal computed scores
-        if K > 1:
-            two = torch.topk(scores, 2, dim=1, largest=False, sorted=True).values
-            close = two[:, 1] - two[:, 0] <= 4 * (p + 2) * _EPS64 * (x2 + cmax)
+        first = scores.gather(1, best.unsqueeze(1))
+        dist = (x2 + first.squeeze(1)).clamp_min(0)
+        if K > 1:  # the second-best score: mask the best (cheaper than a top-2 sort)
+            second = scores.scatter_(1, best.unsqueeze(1), math.inf).min(1).values
+            close = second - first.squeeze(1) <= 4 * (p + 2) * _EPS64 * (x2 + cmax)
         else:
             close = torch.zeros(xb.shape[0], dtype=torch.bool, device=x.device)
-        dist = (x2 + scores.gather(1, best.unsqueeze(1)).squeeze(1)).clamp_min(0)
         for i in torch.nonzero(close).flatten().tolist():
             d = ((xb[i] - C) ** 2).sum(1)
             best[i] = d.argmin()
@@ -221,16 +225,19 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, *, seed: int, local_trials: int | 
     closest = sq_dist(chosen)[:, 0]
     closest[chosen[0]] = 0.0
     for _ in progress(range(1, k), enabled=progress_bar, desc="k-means++ seeding", total=k - 1, unit="centre"):
-        total = float(closest.sum())
+        cum = torch.cumsum(closest.cpu(), 0)
+        total = float(cum[-1])
         if total <= 0:  # every point sits on a centre already: take the first unused point
             unused = np.setdiff1d(np.arange(n), np.asarray(chosen))
             chosen.append(int(unused[0]))
             continue
         u = torch.rand(trials, generator=g, dtype=torch.float64) * total
-        cand = torch.searchsorted(torch.cumsum(closest.cpu(), 0), u, right=True).clamp_(max=n - 1)
+        # u < cum[i] first: a point of zero weight is never drawn (u rounded up to total -> the last positive)
+        last = int(torch.nonzero(closest.cpu() > 0).max())
+        cand = torch.searchsorted(cum, u, right=True).clamp_(max=last)
         cand_list = list(dict.fromkeys(cand.tolist()))  # distinct candidates, in draw order
         d = torch.minimum(closest.unsqueeze(1), sq_dist(cand_list))
-        d[cand_list, torch.arange(len(cand_list))] = 0.0  # a centre is at distance 0 from itself
+        d[cand_list, torch.arange(len(cand_list), device=d.device)] = 0.0  # a centre is at distance 0 from itself
         best = int(d.sum(0).argmin())  # first minimum: the earliest drawn candidate on ties
         chosen.append(cand_list[best])
         closest = d[:, best].contiguous()
@@ -333,7 +340,8 @@ class KMeansPartition:
                 "feature_dim": int(self.centroids.shape[1]), **self.fit_record,
                 "centroids_sha256": _tensor_hash(self.centroids),
                 "max_cell_diameter": None, "n_heldout_used": int(self.heldout_indices_used.size),
-                "heldout_indices_hash": array_hash(self.heldout_indices_used) if self.heldout_indices_used.size else None,
+                "heldout_indices_hash": (array_hash(self.heldout_indices_used) if self.heldout_indices_used.size
+                                         else None),
                 "depends_on_training_set": self.depends_on_training_set,
                 "depends_on_training_set_why": self.spec.dependence(), "uses_heldout": self.uses_heldout}
 
@@ -354,8 +362,8 @@ class KMeansPartition:
             raise UserInputError(f"features have {z.shape[1]} dimensions; the clusters have {self.centroids.shape[1]}")
         return z
 
-    def assign(self, source: DataSource, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
-               progress_bar: bool = True) -> np.ndarray:
+    def assign(self, source: DataSource, *, batch_size: int = DEFAULT_BATCH_SIZE,
+               device: str | torch.device | None = None, progress_bar: bool = True) -> np.ndarray:
         """Cell id of every sample of ``source`` (streamed in batches): int64[n] in [0, K)."""
         dev = resolve_device(device)
         C, c2 = self.centroids.to(dev), self._c2.to(dev)
@@ -493,7 +501,8 @@ def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
         sub = np.arange(n, dtype=np.int64)
         xs = torch.cat(list(batches())) if n else torch.zeros(0, p)
     else:
-        sub = np.sort(np.random.default_rng(derive_seed(spec.seed, 5)).choice(n, size=s, replace=False)).astype(np.int64)
+        rng = np.random.default_rng(derive_seed(spec.seed, 5))
+        sub = np.sort(rng.choice(n, size=s, replace=False)).astype(np.int64)
         xs = torch.cat([feats(fit_src.get(sub[i:i + batch_size])[0]).to(dev) for i in range(0, s, batch_size)])
         if s * p * 8 <= cache_bytes:
             xs = xs.to(torch.float64)
