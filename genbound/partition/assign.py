@@ -84,19 +84,20 @@ class CentroidIndex:
     """Centroids prepared once on a device (with their squared norms) for repeated assignment.
 
     ``centroids``: a ``[K, d]`` tensor / array, or :class:`UniformCentroids` (held while they fit
-    in ``centroid_memory`` bytes, else regenerated block by block; :attr:`streamed`).
+    in ``centroid_memory`` bytes, default :data:`CENTROID_MEMORY`, else regenerated in blocks of
+    at most :data:`STREAM_BLOCK_BYTES`; :attr:`streamed`).
     """
 
     def __init__(self, centroids: Any, *, device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float32, centroid_block: int = 1024,
-                 centroid_memory: int = CENTROID_MEMORY) -> None:
+                 centroid_memory: int | None = None) -> None:
         if centroid_block < 1:
             raise UserInputError("centroid_block must be >= 1")
         self.device, self.dtype = resolve_device(device), dtype
         self.centroid_block = int(centroid_block)
         self._gen: UniformCentroids | None = None
         if isinstance(centroids, UniformCentroids):
-            if centroids.nbytes > centroid_memory:
+            if centroids.nbytes > (CENTROID_MEMORY if centroid_memory is None else centroid_memory):
                 self._gen = centroids
                 self._K, self._d = centroids.shape
                 self.centroid_block = max(1, min(self.centroid_block, STREAM_BLOCK_BYTES // (4 * self._d)))
@@ -134,32 +135,43 @@ class CentroidIndex:
             c = blk.to(self.device, self.dtype)
             yield k0, c, (c * c).sum(1)
 
-    @torch.no_grad()
     def assign(self, x: Any, *, sample_block: int = 4096) -> np.ndarray:
-        """Index of the nearest centroid of every row of ``x``; int64[n]. Streamed centroids are
-        regenerated once per ``sample_block`` rows."""
+        """Index of the nearest centroid of every row of ``x``; int64[n]."""
         xt = _as_2d(x, "x")
-        if xt.shape[1] != self.dim:
-            raise UserInputError(f"points have {xt.shape[1]} features but centroids have {self.dim}")
         if sample_block < 1:
             raise UserInputError("sample_block must be >= 1")
-        n = xt.shape[0]
-        out = np.empty(n, dtype=np.int64)
-        for s in range(0, n, sample_block):
-            xb = xt[s:s + sample_block].to(self.device, self.dtype)
-            best_val = torch.full((xb.shape[0],), float("inf"), device=self.device, dtype=self.dtype)
-            best_idx = torch.zeros(xb.shape[0], dtype=torch.int64, device=self.device)
+        return self.assign_chunks([xt[s:s + sample_block] for s in range(0, xt.shape[0], sample_block)])
+
+    @torch.no_grad()
+    def assign_chunks(self, chunks: list[torch.Tensor]) -> np.ndarray:
+        """Nearest centroids of the rows of several ``[b_i, d]`` chunks, concatenated; int64[sum b_i].
+
+        Held centroids: chunk by chunk. Streamed centroids: every chunk is scored against each
+        regenerated block before the next is drawn, so they are drawn once for all the chunks
+        (the caller bounds the chunks' total size). Either way each row meets the centroid blocks
+        in the same order, so the result does not depend on how the rows are chunked.
+        """
+        for ch in chunks:
+            if ch.ndim != 2 or ch.shape[1] != self.dim:
+                raise UserInputError(f"points have {tuple(ch.shape[1:])} features but centroids have {self.dim}")
+        groups = [chunks] if self.streamed else [[ch] for ch in chunks]
+        out: list[np.ndarray] = []
+        for group in groups:
+            xs = [ch.to(self.device, self.dtype) for ch in group]
+            best = [(torch.full((xb.shape[0],), float("inf"), device=self.device, dtype=self.dtype),
+                     torch.zeros(xb.shape[0], dtype=torch.int64, device=self.device)) for xb in xs]
             for k0, c, c2 in self._blocks():
-                # scores[i, k] = ||c_k||^2 - 2 x_i . c_k
-                scores = torch.addmm(c2.unsqueeze(0), xb, c.T, beta=1, alpha=-2)
-                idx = scores.argmin(1)
-                val = scores.gather(1, idx.unsqueeze(1)).squeeze(1)
-                better = val < best_val
-                best_val = torch.where(better, val, best_val)
-                best_idx = torch.where(better, idx + k0, best_idx)
-                del scores
-            out[s:s + xb.shape[0]] = best_idx.cpu().numpy()
-        return out
+                for j, xb in enumerate(xs):
+                    # scores[i, k] = ||c_k||^2 - 2 x_i . c_k
+                    scores = torch.addmm(c2.unsqueeze(0), xb, c.T, beta=1, alpha=-2)
+                    idx = scores.argmin(1)
+                    val = scores.gather(1, idx.unsqueeze(1)).squeeze(1)
+                    best_val, best_idx = best[j]
+                    better = val < best_val
+                    best[j] = (torch.where(better, val, best_val), torch.where(better, idx + k0, best_idx))
+                    del scores
+            out.extend(b[1].cpu().numpy() for b in best)
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def nearest_centroid(x: Any, centroids: Any, *, sample_block: int = 4096, centroid_block: int = 1024,

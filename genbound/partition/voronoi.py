@@ -36,7 +36,7 @@ from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
 from genbound.names import VORONOI_KINDS
 from genbound.data.loader import stream
-from genbound.partition.assign import CENTROID_MEMORY, CentroidIndex, UniformCentroids
+from genbound.partition.assign import CentroidIndex, UniformCentroids
 from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
 
 KINDS = VORONOI_KINDS
@@ -152,7 +152,7 @@ class Partition:
         return z
 
     def assigner(self, *, device: str | torch.device | None = None, sample_block: int = 4096,
-                 centroid_block: int = 1024, centroid_memory: int = CENTROID_MEMORY) -> "VoronoiCells":
+                 centroid_block: int = 1024, centroid_memory: int | None = None) -> "VoronoiCells":
         """A per-batch accumulator of cell ids (``update(x, y)``, ``compute()``): what the one pass
         over a dataset feeds, batch by batch, beside the model's forward pass."""
         dev = resolve_device(device)
@@ -196,18 +196,19 @@ SAMPLE_BUFFER_BYTES = 512 * 2**20
 class VoronoiCells:
     """Cell ids of a stream of batches: ``update(x, y)`` per batch, ``compute()`` -> int64[n].
 
-    With held centroids every batch is assigned at once. With streamed (regenerated) centroids the
-    batches' features are first gathered in one preallocated buffer of up to ``sample_block`` rows
-    and ``SAMPLE_BUFFER_BYTES`` bytes, so the centroids are regenerated once per buffer, not per
-    batch (their generation costs about as much as scoring a few hundred samples against them).
+    With held centroids every batch is assigned at once. With streamed (regenerated) centroids
+    the batches' features are kept until they reach ``sample_block`` rows or
+    ``SAMPLE_BUFFER_BYTES`` bytes and then assigned together, so the centroids are regenerated
+    once per such group rather than per batch (drawing them costs about as much as scoring a few
+    hundred samples against them).
     """
 
     def __init__(self, partition: Partition, index: CentroidIndex, device: torch.device, sample_block: int) -> None:
         self.partition, self.index, self.device = partition, index, device
         self.sample_block = int(sample_block)
         self.rows = (max(1, min(self.sample_block, SAMPLE_BUFFER_BYTES // (4 * index.dim))) if index.streamed else 0)
-        self._buf: torch.Tensor | None = None
-        self._fill = 0
+        self._pending: list[torch.Tensor] = []
+        self._pending_rows = 0
         self._labels: list[np.ndarray] = []
         self._regions: list[np.ndarray] = []
 
@@ -217,21 +218,15 @@ class VoronoiCells:
         if not self.rows:
             self._regions.append(self.index.assign(z, sample_block=self.sample_block))
             return
-        if self._buf is None:
-            self._buf = torch.empty(self.rows, z.shape[1], device=self.device, dtype=torch.float32)
-        s = 0
-        while s < z.shape[0]:
-            take = min(self.rows - self._fill, z.shape[0] - s)
-            self._buf[self._fill:self._fill + take] = z[s:s + take]
-            self._fill += take
-            s += take
-            if self._fill == self.rows:
-                self._flush()
+        self._pending.append(z)
+        self._pending_rows += z.shape[0]
+        if self._pending_rows >= self.rows:
+            self._flush()
 
     def _flush(self) -> None:
-        if self._fill:
-            self._regions.append(self.index.assign(self._buf[:self._fill], sample_block=self.rows))
-            self._fill = 0
+        if self._pending:
+            self._regions.append(self.index.assign_chunks(self._pending))
+            self._pending, self._pending_rows = [], 0
 
     def compute(self) -> np.ndarray:
         """Cell ids of every sample given so far, in order."""
