@@ -113,6 +113,7 @@ class Config:
     batch_size: int = 256
     device: str | None = None
     progress: bool = True
+    workers: int | str = "auto"
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -148,6 +149,12 @@ class Config:
         if not (isinstance(self.pgd_prescreen, bool) or self.pgd_prescreen == "auto"):
             raise UserInputError("pgd_prescreen (stability.prescreen) must be true, false or \"auto\", "
                                  f"got {self.pgd_prescreen!r}")
+        if not (isinstance(self.workers, str) and self.workers == "auto"):
+            try:
+                set_("workers", as_int(self.workers, "workers", minimum=0))
+            except UserInputError:
+                raise UserInputError("workers (processes decoding the data) must be an integer >= 0 or \"auto\", "
+                                     f"got {self.workers!r}") from None
         if self.device is not None and not (isinstance(self.device, str) and _DEVICE.fullmatch(self.device)):
             raise UserInputError(f"unknown device {self.device!r}; use 'cpu', 'cuda' or 'cuda:N'")
         self._check_partial_stability()

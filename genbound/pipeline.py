@@ -4,16 +4,18 @@
 :class:`Evaluation` (``table()``, ``save(dir)``). Any stability engine of the registry
 (``pgd``, ``noise``, or the sound ``ibp`` / ``crown`` / ``exact``) and any partition of the
 protocol (Voronoi partitions, one per K; or ``partition="grid"``: one kappa-fine label-pure grid
-per kappa, each at ``delta / J``, :mod:`genbound.kappa_fine`). With ``cache_dir`` every expensive step (cell
-assignment per partition, stability flags per model) is saved as it finishes and reused by a
-rerun with the same inputs, so a killed run loses at most the step in progress (the stability
-step also keeps each finished batch, so it loses at most a batch).
+per kappa, each at ``delta / J``, :mod:`genbound.kappa_fine`). Each dataset is read once for the
+predictions, the losses and the cells of every partition (:func:`genbound.collect.collect` with
+the partitions' assigners), then by the stability engine. With ``cache_dir`` every expensive step
+(the cells of each partition, saved when the pass ends; stability flags per model) is saved as it
+finishes and reused by a rerun with the same inputs, so a killed run loses at most the step in
+progress (the stability step also keeps each finished batch, so it loses at most a batch).
 
 Inside an initialized ``torch.distributed`` process group (``torchrun``, or one the caller made)
-every rank must call :func:`evaluate`; the per-sample steps (predictions, cell assignment,
-stability) are shared out between the ranks by whole batches (:mod:`genbound.distributed`), every
-rank gets the same :class:`Evaluation`, equal to a one-process run, and only rank 0 writes (the
-cache, :meth:`Evaluation.save`).
+every rank must call :func:`evaluate`; the per-sample steps (the pass, stability) are shared out
+between the ranks by whole batches (:mod:`genbound.distributed`), every rank gets the same
+:class:`Evaluation`, equal to a one-process run, and only rank 0 writes (the cache,
+:meth:`Evaluation.save`).
 """
 
 from __future__ import annotations
@@ -245,22 +247,27 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
     per_model = cfg.partition == "kmeans" and cfg.kmeans_features is not None
     partitions = {} if per_model else build_partitions(cfg, train, heldout, cache_dir=cache_dir, ranks=ranks)
     partition_records: dict[str, Any] = {str(key): p.record() for key, p in partitions.items()}
-    cell_cache: dict[tuple[int, str], np.ndarray] = {}
+    cell_cache: dict[Any, np.ndarray] = {}
     reports: list[BoundReport] = []
     stats_all: list[SampleStats] = []
     grid_reports: list[BoundReport] = []
     grids: dict[str, KappaFineResult] = {}
     evidence: dict[str, Any] = {}
     errors: dict[str, Any] = {}
+    steps = {"collect": 0.0, "assignment": 0.0, "stability": 0.0, "bounds": 0.0}
     for mi in inputs:
-        tr = _collect(mi.model, mi.train, cfg, ranks)
-        ho = _collect(mi.model, mi.heldout, cfg, ranks) if mi.heldout is not None and len(mi.heldout) else None
+        # one pass per dataset: predictions, losses and the cells of every partition from the same batches
         parts = (build_partitions(cfg, mi.train, mi.heldout, model=mi.model, cache_dir=cache_dir, ranks=ranks)
                  if per_model else partitions)
         if per_model:
             partition_records.update({f"{mi.name}:{key}": p.record() for key, p in parts.items()})
-        order = _budget_order(cfg, parts, mi, cache_dir, cell_cache, ranks) if cfg.stability_budget else None
+        tr = _pass(mi.model, mi.train, parts, cfg, cache_dir, cell_cache, steps, ranks)
+        ho = (_pass(mi.model, mi.heldout, parts, cfg, cache_dir, cell_cache, steps, ranks)
+              if mi.heldout is not None and len(mi.heldout) else None)
+        order = _budget_order(cfg, parts, mi, cache_dir, cell_cache) if cfg.stability_budget else None
+        t_step = time.perf_counter()
         stab = _stability(mi, kappas, cfg, cache_dir, ranks, order)
+        steps["stability"] += time.perf_counter() - t_step
         checked = stab["checked"]
         if not np.array_equal(stab["pred"][checked], tr.pred[checked]):
             raise RuntimeError(f"model {mi.name}: predictions changed between the collect and stability passes "
@@ -274,9 +281,10 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
                            "train_source": mi.train.describe(), "heldout_source": None if mi.heldout is None else mi.heldout.describe()}
         ids = _identifiers("train", mi.train)
         ho_ids = _identifiers("heldout", mi.heldout) if ho is not None else {}
+        t_step = time.perf_counter()
         if cfg.partition == "grid":
-            assigned = [(part, _cells(part, mi.train, cfg, cache_dir, cell_cache, ranks),
-                         _cells(part, mi.heldout, cfg, cache_dir, cell_cache, ranks) if ho is not None else np.zeros(0, np.int64))
+            assigned = [(part, _cells(part, mi.train, cache_dir, cell_cache),
+                         _cells(part, mi.heldout, cache_dir, cell_cache) if ho is not None else np.zeros(0, np.int64))
                         for part in parts.values()]
             kf = grid_bounds(model=mi.name, grids=assigned, train_loss=tr.loss, stable=stab["stable"], delta=cfg.delta,
                              heldout_loss=None if ho is None else ho.loss, stability_method=cfg.stability,
@@ -284,13 +292,14 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             grids[mi.name] = kf
             stats_all.extend(replace(s, **ids, **ho_ids) for s in kf.stats)
             reports.extend(kf.reports)
+            steps["bounds"] += time.perf_counter() - t_step
             continue
         for K, part in parts.items():
-            tc = _cells(part, mi.train, cfg, cache_dir, cell_cache, ranks)
+            tc = _cells(part, mi.train, cache_dir, cell_cache)
             hc = hl = np.zeros(0, np.int64)
             if ho is not None:
                 keep = part.heldout_statistics_mask(len(mi.heldout))
-                hc = _cells(part, mi.heldout, cfg, cache_dir, cell_cache, ranks)[keep]
+                hc = _cells(part, mi.heldout, cache_dir, cell_cache)[keep]
                 hl = ho.loss[keep]
             s = SampleStats(
                 train_cell=tc, train_loss=tr.loss, train_stable=stab["stable"], kappas=kappas, heldout_cell=hc,
@@ -305,6 +314,7 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
             reports.append(compute_bounds(s, cfg.delta))
             if len(parts) > 1:
                 grid_reports.append(compute_bounds(s, split_delta(cfg.delta, len(parts))))
+        steps["bounds"] += time.perf_counter() - t_step
     report = BoundReport.merge(reports)
     records = {
         "models": [{"name": mi.name, **getattr(mi.model, "genbound_model", {}),
@@ -313,6 +323,8 @@ def evaluate(models: nn.Module | Mapping[str, nn.Module] | list, train: DataSour
         "stability": evidence,
         "partitions": partition_records,
         "wall_s": round(time.perf_counter() - t0, 3),
+        # per step, summed over models; collect and assignment share one pass over each dataset
+        "steps_s": {k: round(v, 3) for k, v in steps.items()},
         "versions": software_versions(),
     }
     if grids:
@@ -358,17 +370,6 @@ def build_partitions(cfg: Config, train: DataSource, heldout: DataSource | None,
     return out
 
 
-def _collect(model: nn.Module, source: DataSource, cfg: Config, ranks: Ranks) -> Collected:
-    """:func:`collect` of ``source``; in a process group each rank collects its batches."""
-    if not ranks.sharded:
-        return collect(model, source, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
-    rows = sharded_rows(lambda idx: {"pred": collect(model, source.subset(idx), batch_size=cfg.batch_size,
-                                                     device=cfg.device, progress_bar=cfg.progress and ranks.main).pred},
-                        split_batches(len(source), cfg.batch_size), len(source), ranks)
-    labels = source.labels.astype(np.int64)
-    return Collected(pred=rows["pred"], loss=(rows["pred"] != labels).astype(np.uint8), labels=labels)
-
-
 def _kmeans(spec: KMeansSpec, cfg: Config, train: DataSource, heldout: DataSource | None, model: nn.Module | None,
             cache_dir: str | None, ranks: Ranks) -> KMeansPartition:
     model_id = model_fingerprint(model) if spec.features is not None and model is not None else None
@@ -410,36 +411,79 @@ def kmeans_spec(cfg: Config, K: int, num_classes: int) -> KMeansSpec:
                       num_classes=num_classes if cfg.label_pure else None)
 
 
-def _cells(part: PartitionProtocol, source: DataSource, cfg: Config, cache_dir: str | None,
-           memo: dict[tuple[Any, str], np.ndarray], ranks: Ranks) -> np.ndarray:
+def _cell_key(part: PartitionProtocol, source: DataSource, cache_dir: str | None) -> tuple[Any, str | None]:
+    """Memo key of a partition's cells on a source, and the cache file (None for grids: a grid
+    hands out ids as it meets cells, so its cells never come from a file)."""
     if isinstance(part, GridPartition):
-        # a grid hands out ids as it meets cells: never from a file, once per (grid, source) in a run
-        key = (id(part), source_fingerprint(source))
-        if key not in memo:
-            memo[key] = part.assign(source, batch_size=max(cfg.batch_size, 4096))
-        return memo[key]
+        return (id(part), source_fingerprint(source)), None
     key = (part.K, source_fingerprint(source) + _fingerprint(part.record()))
-    if key in memo:
-        return memo[key]
-    path = os.path.join(cache_dir, f"cells-K{part.K}-{key[1]}.npz") if cache_dir else None
+    return key, (os.path.join(cache_dir, f"cells-K{part.K}-{key[1]}.npz") if cache_dir else None)
+
+
+def _pass(model: nn.Module, source: DataSource, partitions: Mapping[Any, PartitionProtocol], cfg: Config,
+          cache_dir: str | None, memo: dict[Any, np.ndarray], steps: dict[str, float], ranks: Ranks) -> Collected:
+    """One pass of ``model`` over ``source``: predictions and losses, and the cells of every
+    partition not yet in ``memo`` or the cache folder, from the same batches. Each partition's
+    cells are saved to the cache as soon as the pass ends.
+
+    In a process group each rank passes over its batches and every rank gets the full arrays;
+    a kappa-fine grid, which numbers its cells in the order it meets them, is assigned by every
+    rank over the whole source instead (a second, model-free pass; grids are for low-dimensional
+    data, where that pass is cheap)."""
+    todo: dict[Any, tuple[PartitionProtocol, str | None]] = {}
+    for part in partitions.values():
+        key, path = _cell_key(part, source, cache_dir)
+        if key not in memo and key not in todo:
+            todo[key] = (part, path)
     # rank 0 reads the cache and hands it out: every rank takes the same branch
-    cells = from_main(lambda: np.load(path)["cells"] if path and os.path.exists(path) else None, ranks)
-    if cells is None:
-        if ranks.sharded:
-            cells = sharded_rows(lambda idx: {"cells": part.assign(
-                source.subset(idx), batch_size=cfg.batch_size, device=cfg.device,
-                progress_bar=cfg.progress and ranks.main)}, split_batches(len(source), cfg.batch_size),
-                len(source), ranks)["cells"]
-        else:
-            cells = part.assign(source, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress)
-        if path:  # rank 0 writes; a refused write ends every rank
-            collective(lambda: _save_npz_atomic(path, cells=cells) if ranks.main else None, ranks)
-    memo[key] = cells
-    return cells
+    found = from_main(lambda: {key: np.load(path)["cells"] for key, (_, path) in todo.items()
+                               if path and os.path.exists(path)}, ranks)
+    memo.update(found)
+    todo = {key: v for key, v in todo.items() if key not in found}
+    whole = {key: v for key, v in todo.items() if ranks.sharded and isinstance(v[0], GridPartition)}
+    consumers = {key: part.assigner(device=cfg.device) for key, (part, _) in todo.items() if key not in whole}
+    if not ranks.sharded:
+        out = collect(model, source, batch_size=cfg.batch_size, device=cfg.device, progress_bar=cfg.progress,
+                      consumers=consumers, workers=cfg.workers)
+        seconds = [out.seconds]
+    else:
+        mine: dict[str, float] = {}  # this rank's own time in the pass (rank 0's is recorded)
+
+        def shard(idx: np.ndarray) -> dict[str, np.ndarray]:
+            c = collect(model, source, batch_size=cfg.batch_size, device=cfg.device,
+                        progress_bar=cfg.progress and ranks.main, consumers=consumers, workers=cfg.workers,
+                        indices=idx)
+            mine.update(c.seconds)
+            return {"pred": c.pred, "loss": c.loss, **{f"cells:{i}": c.extra[key] for i, key in enumerate(consumers)}}
+
+        rows = sharded_rows(shard, split_batches(len(source), cfg.batch_size), len(source), ranks)
+        labels = source.labels.astype(np.int64)
+        out = Collected(pred=rows["pred"], loss=rows["loss"], labels=labels, index=np.arange(len(source)),
+                        extra={key: rows[f"cells:{i}"] for i, key in enumerate(consumers)})
+        seconds = [mine]
+        if whole:
+            grid = collect(None, source, batch_size=cfg.batch_size, device=cfg.device, progress_bar=False,
+                           consumers={key: part.assigner() for key, (part, _) in whole.items()}, workers=cfg.workers)
+            out.extra.update(grid.extra)
+            seconds.append({"forward": 0.0, "consumers": grid.seconds["consumers"]})
+    for s in seconds:
+        steps["collect"] += s["forward"]
+        steps["assignment"] += s["consumers"]
+    for key, (part, path) in todo.items():
+        memo[key] = out.extra[key]
+    if cache_dir:  # rank 0 writes; a refused write ends every rank
+        collective(lambda: [_save_npz_atomic(path, cells=memo[key]) for key, (_, path) in todo.items() if path]
+                   if ranks.main else None, ranks)
+    return out
+
+
+def _cells(part: PartitionProtocol, source: DataSource, cache_dir: str | None, memo: dict[Any, np.ndarray]) -> np.ndarray:
+    """The cells of ``source`` in ``part``, computed by the pass over ``source`` (:func:`_pass`)."""
+    return memo[_cell_key(part, source, cache_dir)[0]]
 
 
 def _budget_order(cfg: Config, partitions: dict[Any, PartitionProtocol], mi: ModelInput, cache_dir: str | None,
-                  memo: dict[tuple[Any, str], np.ndarray], ranks: Ranks) -> dict[str, Any]:
+                  memo: dict[tuple[Any, str], np.ndarray]) -> dict[str, Any]:
     """The partition whose cells order a sound verifier's budget (spec §8 a), and the kappa whose
     proof closes a cell.
 
@@ -461,7 +505,7 @@ def _budget_order(cfg: Config, partitions: dict[Any, PartitionProtocol], mi: Mod
         useful = [j for j, k in enumerate(kappas) if cfg.label_pure and d is not None and d <= k]
         close_at = useful[-1] if useful else 0
     part = partitions[key]
-    cells = _cells(part, mi.train, cfg, cache_dir, memo, ranks)
+    cells = _cells(part, mi.train, cache_dir, memo)
     return {"cells": cells, "close_at": close_at,
             "record": {"partition": str(key), "close_at_kappa": kappas[close_at],
                        "partition_fingerprint": _fingerprint(part.record())}}

@@ -131,6 +131,19 @@ PARTIAL = {"sample": dict(CFG, stability_sample=100, delta_s=0.1),
            "budget": dict(CFG, stability="crown", stability_budget=60, batch_size=4)}
 
 
+# kappa-fine grids number cells in the order they meet them: every rank assigns them over the whole source
+GRID = dict(kappas=(0.1, 0.25), partition="grid", pgd_steps=2, batch_size=32, progress=False)
+
+
+def _lowdim():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 2, generator=g)
+    y = (x[:, 0] > x[:, 1]).long()
+    model = mlp(input_shape=(2,), num_classes=2, hidden=(8,), seed=0).eval()
+    return model, TensorSource(x[:300], y[:300], name="ld", num_classes=2), TensorSource(x[300:], y[300:], name="ld-ho",
+                                                                                          num_classes=2)
+
+
 def _setup():
     src = load_dataset("digits")
     train, held, _ = split_source(src, 0.3, seed=0)
@@ -165,6 +178,8 @@ def _worker(rank, folder):
     np.savez(os.path.join(folder, f"rank{rank}.npz"), **_arrays(ev))
     for name, cfg in PARTIAL.items():
         np.savez(os.path.join(folder, f"rank{rank}-{name}.npz"), **_arrays(evaluate({"m": model}, train, held, Config(**cfg))))
+    lm, ltr, lho = _lowdim()
+    np.savez(os.path.join(folder, f"rank{rank}-grid.npz"), **_arrays(evaluate({"m": lm}, ltr, lho, Config(**GRID))))
     x, y = train.tensors()
     try:
         evaluate({"m": model}, _Failing(x, y, name="failing", num_classes=10), held, Config(**CFG))
@@ -197,8 +212,9 @@ def test_two_ranks_equal_one_process_only_rank0_writes_and_errors_end_both(tmp_p
         for k in ref:
             assert np.array_equal(got[k], ref[k]), (r, k)
         assert outcomes[r]["values"] == [x.value for x in one.report.results]
-    for name, cfg in PARTIAL.items():
-        ref = _arrays(evaluate({"m": model}, train, held, Config(**cfg)))
+    lm, ltr, lho = _lowdim()
+    for name, cfg in {**PARTIAL, "grid": None}.items():
+        ref = _arrays(evaluate({"m": model}, train, held, Config(**cfg)) if cfg else evaluate({"m": lm}, ltr, lho, Config(**GRID)))
         for r in range(2):
             got = np.load(tmp_path / f"rank{r}-{name}.npz")
             for k in ref:

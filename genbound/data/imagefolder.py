@@ -32,6 +32,8 @@ class ImageFolderSource(DataSource):
     ``normalization`` (what the model expects), ``extensions``.
     """
 
+    decodes = True
+
     def __init__(self, root: str | os.PathLike, *, preprocess: Preprocess | None = None,
                  classes: Sequence[str] | None = None, normalization: Normalization | None = None,
                  extensions: Sequence[str] = IMAGE_EXTENSIONS, name: str | None = None) -> None:

@@ -82,6 +82,8 @@ class DataSource(abc.ABC):
     num_classes: int = 0
     normalization: Normalization = Normalization()
     input_range: tuple[float, float] = (0.0, 1.0)
+    #: ``get`` decodes files (worth parallel worker processes); in-memory sources say False
+    decodes: bool = False
     provenance: dict[str, Any]
 
     def __init__(self) -> None:
@@ -254,6 +256,7 @@ class SubsetSource(DataSource):
         self.name = name or f"{parent.name}[subset]"
         self.shape, self.num_classes = parent.shape, parent.num_classes
         self.normalization, self.input_range = parent.normalization, parent.input_range
+        self.decodes = parent.decodes
         self.provenance = {"parent": parent.name, "n_parent": len(parent), "indices_hash": array_hash(self.indices),
                            **({"parent_provenance": parent.provenance} if parent.provenance else {})}
 
@@ -287,6 +290,7 @@ class RelabelledSource(DataSource):
         self.name = parent.name
         self.shape, self.num_classes = parent.shape, parent.num_classes
         self.normalization, self.input_range = parent.normalization, parent.input_range
+        self.decodes = parent.decodes
         self.provenance = {"parent": parent.name, "note": note}
 
     def __len__(self) -> int:

@@ -186,10 +186,29 @@ class GridPartition:
             ids[r] = j
         return ids[inv.ravel()]
 
+    def assigner(self, *, device=None, **_) -> "GridCells":
+        """A per-batch accumulator of cell ids (``update(x, y)``, ``compute()``) for the one pass
+        over a dataset; ids are handed out in sample order, as by :meth:`assign`."""
+        return GridCells(self)
+
     def assign(self, source, *, batch_size: int = 4096, device=None, progress_bar: bool = True) -> np.ndarray:
         """Cell ids of every sample of a :class:`~genbound.data.source.DataSource` (streamed in batches)."""
         parts = [self.assign_arrays(x, y) for x, y in source.batches(batch_size)]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+class GridCells:
+    """Cell ids of a stream of batches of one grid: ``update(x, y)``, ``compute()`` -> int64[n]."""
+
+    def __init__(self, grid: GridPartition) -> None:
+        self.grid = grid
+        self._parts: list[np.ndarray] = []
+
+    def update(self, x, y) -> None:
+        self._parts.append(self.grid.assign_arrays(x, y))
+
+    def compute(self) -> np.ndarray:
+        return np.concatenate(self._parts) if self._parts else np.zeros(0, np.int64)
 
 
 def _coords(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, kappa: float, bins: np.ndarray) -> np.ndarray:

@@ -362,17 +362,19 @@ class KMeansPartition:
             raise UserInputError(f"features have {z.shape[1]} dimensions; the clusters have {self.centroids.shape[1]}")
         return z
 
+    def assigner(self, *, device: str | torch.device | None = None, **_: Any) -> "KMeansCells":
+        """A per-batch accumulator of cell ids (``update(x, y)``, ``compute()``): what the one pass
+        over a dataset feeds, batch by batch, beside the model's forward pass."""
+        return KMeansCells(self, resolve_device(device))
+
     def assign(self, source: DataSource, *, batch_size: int = DEFAULT_BATCH_SIZE,
                device: str | torch.device | None = None, progress_bar: bool = True) -> np.ndarray:
         """Cell id of every sample of ``source`` (streamed in batches): int64[n] in [0, K)."""
-        dev = resolve_device(device)
-        C, c2 = self.centroids.to(dev), self._c2.to(dev)
-        parts: list[np.ndarray] = []
+        acc = self.assigner(device=device)
         for x, y in progress(source.batches(batch_size), enabled=progress_bar, desc=f"assign clusters {source.name}",
                              total=source.num_batches(batch_size), unit="batch"):
-            idx, _ = nearest_exact(self.features(x, dev), C, c2)
-            parts.append(self._cell(idx.cpu().numpy(), y.numpy()))
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            acc.update(x, y)
+        return acc.compute()
 
     def assign_arrays(self, x: Any, labels: Any = None, *, device: str | torch.device | None = None) -> np.ndarray:
         """Cell ids of in-memory points ``x`` ``[n, ...]`` (labels needed if label-pure)."""
@@ -401,6 +403,23 @@ class KMeansPartition:
 
     def _cell(self, region: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         return label_pure_cells(region, labels, self.spec.num_classes if self.spec.label_pure else None)
+
+
+class KMeansCells:
+    """Cell ids of a stream of batches of one k-means partition: ``update(x, y)``, ``compute()``."""
+
+    def __init__(self, partition: KMeansPartition, device: torch.device) -> None:
+        self.partition, self.device = partition, device
+        self._C, self._c2 = partition.centroids.to(device), partition._c2.to(device)
+        self._parts: list[np.ndarray] = []
+
+    def update(self, x: torch.Tensor, y: torch.Tensor | np.ndarray) -> None:
+        idx, _ = nearest_exact(self.partition.features(x, self.device), self._C, self._c2)
+        labels = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+        self._parts.append(self.partition._cell(idx.cpu().numpy(), labels))
+
+    def compute(self) -> np.ndarray:
+        return np.concatenate(self._parts) if self._parts else np.zeros(0, np.int64)
 
 
 def _tensor_hash(t: torch.Tensor) -> str:

@@ -5,6 +5,9 @@ A partition maps samples to cells. Whatever its kind (Voronoi cells of K centroi
 it exposes:
 
 - ``assign(source, batch_size=, device=, progress_bar=)`` -> int64[n] cell ids (streamed);
+- ``assigner(device=)`` -> an accumulator with ``update(x, y)`` per batch and ``compute()`` ->
+  int64[n]: how the one pass over a dataset (:func:`genbound.collect.collect`) assigns cells from
+  the batches the model sees, every partition of the run at once;
 - ``K`` (number of cells, empty ones included; ``None`` beyond int64) and ``log_K``;
 - ``max_cell_diameter``: ``{norm: diameter}`` known by construction, or ``None`` when unknown
   (never estimated from points); :meth:`diameter` reads one norm;
@@ -40,6 +43,8 @@ class PartitionProtocol(Protocol):
 
     def assign(self, source: DataSource, *, batch_size: int = ..., device: str | torch.device | None = None,
                progress_bar: bool = True) -> np.ndarray: ...
+
+    def assigner(self, *, device: str | torch.device | None = None) -> Any: ...
 
     def record(self) -> dict[str, Any]: ...
 

