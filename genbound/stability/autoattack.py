@@ -17,6 +17,10 @@ start included) is classified differently from c, and the flipping point, evalua
 the model on its own, is still classified differently and lies in the ball (a flip that does not
 reproduce is not counted, and is counted under ``unconfirmed``).
 
+An attack whose loss needs more classes than the model has is skipped and recorded under
+``skipped`` (the DLR loss needs 3 classes, its targeted form 4; with 2 classes only ``apgd-ce``
+runs).
+
 Not run: ``fab-t`` and ``square``, the two remaining attacks of AutoAttack's standard version.
 Their randomness is drawn from torch's global generator for the whole batch inside the library,
 so their result for a sample would depend on its batch; on models without gradient masking they
@@ -118,6 +122,13 @@ class AutoAttackEngine:
         self.apgd = APGDAttack(self.model, loss="ce", **common)
         self.apgd_t = APGDAttack_targeted(self.model, n_target_classes=self.targets, **common)
         self.targets_used: int | None = None
+        self.classes: int | None = None
+
+    def skipped(self, classes: int) -> dict[str, str]:
+        """Attacks whose loss the model's number of classes does not allow (pyautoattack would crash)."""
+        need = {"apgd-dlr": 3, "apgd-t": 4}  # DLR divides by z_1 - z_3, targeted DLR by z_1 - (z_3 + z_4) / 2
+        return {a: f"its DLR loss needs >= {need[a]} classes; the model has {classes}" for a in self.attacks
+                if classes < need.get(a, 0)}
 
     def _runs(self, attack: str, classes: int) -> list[tuple[int, int]]:
         """(target rank, restart) of each run of ``attack``: rank 0 for the untargeted ones."""
@@ -137,7 +148,8 @@ class AutoAttackEngine:
         pred = logits.argmax(1)
         ranking = logits.sort(dim=1)[1]  # APGD-T's targets: the classes ranked 2nd, 3rd, ... on the clean input
         classes = logits.shape[1]
-        self.targets_used = min(self.targets, classes - 1)
+        skipped = self.skipped(classes)
+        self.classes, self.targets_used = classes, (min(self.targets, classes - 1) if "apgd-t" not in skipped else 0)
         fwd, bwd = b, 0
         found = torch.zeros(b, J, dtype=torch.bool)
         by_attack = {a: [0] * J for a in self.attacks}
@@ -145,7 +157,7 @@ class AutoAttackEngine:
         for j, kappa in enumerate(k):
             if kappa == 0:
                 continue
-            for attack in self.attacks:
+            for attack in (a for a in self.attacks if a not in skipped):
                 obj = self.apgd_t if attack == "apgd-t" else self.apgd
                 if attack != "apgd-t":
                     obj.loss = "ce" if attack == "apgd-ce" else "dlr"
@@ -200,6 +212,7 @@ class AutoAttackEngine:
                 "implementation": f"pyautoattack {getattr(self.pya, '__version__', '?')} "
                                   "(official AutoAttack, Croce & Hein 2020): APGDAttack.attack_single_run",
                 "attacks": list(self.attacks), "not_run": ["fab-t", "square"],
+                "skipped": self.skipped(self.classes) if self.classes is not None else {},
                 "standard_apgd_settings": bool(standard),
                 "iters": self.iters, "restarts": self.restarts, "targets": self.targets,
                 "targets_used": self.targets_used, "rho": 0.75, "eot_iter": 1,
