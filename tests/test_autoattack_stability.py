@@ -106,9 +106,12 @@ def test_flags_do_not_depend_on_batch_or_shard_and_leave_the_rng_alone() -> None
     b = stability_flags(model, src, kappas, method="autoattack", **FAST, batch_size=7, progress_bar=False)
     c = stability_flags(model, src, kappas, method="autoattack", **FAST, batch_size=4, indices=np.arange(10, 30),
                         progress_bar=False)
+    one = stability_flags(model, src, kappas, method="autoattack", **FAST, batch_size=1, indices=np.arange(5, 12),
+                          progress_bar=False)  # single-sample batches take other paths inside APGD (squeeze)
     assert 0 < (~a.stable).sum() < a.stable.size  # some flips, some not: the comparison means something
     np.testing.assert_array_equal(a.stable, b.stable)
     np.testing.assert_array_equal(a.stable[10:], c.stable)
+    np.testing.assert_array_equal(a.stable[5:12], one.stable)
     d = stability_flags(model, src, kappas, method="autoattack", **FAST, seed=1, batch_size=30, progress_bar=False)
     assert d.evidence["seed"] == 1 and a.evidence["seed"] == 0
 
