@@ -70,6 +70,8 @@ def main() -> int:
     ap.add_argument("--kappas", default="1,2,4,8", help="radii in units of 1/255 (default 1,2,4,8)")
     ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
     ap.add_argument("--json", help="write the flags and counts here")
+    ap.add_argument("--images", help="only these images, e.g. 0-9 (a shard: flags are seeded per image, so shards "
+                    "give the flags of the whole run)")
     args = ap.parse_args()
     from genbound.data import TensorSource
     from genbound.stability import stability_flags
@@ -82,12 +84,17 @@ def main() -> int:
         pred = model(x).argmax(1)
     print(f"clean accuracy {int((pred == y).sum())}/{len(y)}; torch {torch.__version__}, {torch.get_num_threads()} threads",
           flush=True)
+    indices = None
+    if args.images:
+        lo, hi = (int(v) for v in args.images.split("-"))
+        indices = np.arange(lo, hi + 1)
     flags: dict[str, np.ndarray] = {}
     out: dict = {"kappas_255": args.kappas.split(","), "runs": {}}
     for name in args.runs.split(","):
         method, params = RUNS[name]
         t0 = time.perf_counter()
-        res = stability_flags(model, src, kappas, method=method, batch_size=20, progress_bar=False, **params)
+        res = stability_flags(model, src, kappas, method=method, batch_size=20, progress_bar=False, indices=indices,
+                              **params)
         wall = time.perf_counter() - t0
         if method == "pgd+autoattack":
             flags["pgd-10x1"], flags["autoattack"] = res.arrays["stable_pgd"], res.arrays["stable_autoattack"]
@@ -108,7 +115,8 @@ def main() -> int:
         for b in names:
             if a != b:
                 miss = (~flags[b] & flags[a])  # b flips, a calls stable
-                pairs = [[int(i), args.kappas.split(",")[j]] for i, j in zip(*np.nonzero(miss))]
+                rows = indices if indices is not None else np.arange(len(y))
+                pairs = [[int(rows[i]), args.kappas.split(",")[j]] for i, j in zip(*np.nonzero(miss))]
                 out["disagreements"][f"{a} stable, {b} flips"] = {"per_kappa": miss.sum(0).tolist(), "pairs": pairs}
                 print(f"{a} calls stable, {b} flips: per kappa {miss.sum(0).tolist()}  pairs (image, kappa*255) {pairs}")
     if args.json:
