@@ -2,7 +2,7 @@
 
 Every method of :data:`genbound.names.STABILITY_METHODS` is here, and only here: the pipeline, the
 config and the CLI reach engines through :func:`make_engine` / :func:`stability_flags`. A new
-engine (AutoAttack, a corruption suite) is a class following
+engine (a corruption suite, say) is a class following
 :class:`~genbound.stability.engine.StabilityEngine` plus one line in :data:`ENGINES` and its name
 in :mod:`genbound.names`.
 """
@@ -19,6 +19,8 @@ from torch import nn
 from genbound import names
 from genbound.data.source import DataSource
 from genbound.errors import UserInputError
+from genbound.stability.autoattack import AutoAttackEngine
+from genbound.stability.combined import pgd_autoattack
 from genbound.stability.engine import StabilityEngine, StabilityResult, run_engine
 from genbound.stability.noise import NoiseEngine
 from genbound.stability.pgd import PGDEngine
@@ -30,6 +32,8 @@ __all__ = ["ENGINES", "make_engine", "stability_flags"]
 ENGINES: dict[str, Callable[..., StabilityEngine]] = {
     "pgd": PGDEngine,
     "noise": NoiseEngine,
+    "autoattack": AutoAttackEngine,
+    "pgd+autoattack": pgd_autoattack,
     "ibp": partial(SoundEngine, "ibp"),
     "crown": partial(SoundEngine, "crown"),
     "exact": partial(SoundEngine, "exact"),
