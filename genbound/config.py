@@ -21,8 +21,8 @@ import numpy as np
 
 from genbound.errors import UserInputError
 from genbound.kappas import check_kappas
-from genbound.names import (INTERMEDIATE_BOUNDS, KMEANS_BACKENDS, KMEANS_FITS, NORMS, PARTITION_KINDS,
-                            SOUND_METHODS, STABILITY_METHODS)
+from genbound.names import (AUTOATTACK_ATTACKS, INTERMEDIATE_BOUNDS, KMEANS_BACKENDS, KMEANS_FITS, NORMS,
+                            PARTITION_KINDS, SOUND_METHODS, STABILITY_METHODS)
 
 DEFAULT_KAPPAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 
@@ -71,7 +71,11 @@ class Config:
 
     ``stability``: an engine of :data:`genbound.names.STABILITY_METHODS`; the sound ones (``ibp``,
     ``crown``, ``exact``) prove their flags; ``sound_intermediate`` (``crown`` or ``ibp``) sets the
-    intermediate bounds of ``crown`` / ``exact``.
+    intermediate bounds of ``crown`` / ``exact``. ``autoattack`` runs AutoAttack's APGD attacks
+    (``autoattack_attacks``, each ``autoattack_iters`` iterations, ``autoattack_restarts`` runs,
+    ``autoattack_targets`` target classes for ``apgd-t``; the defaults are AutoAttack's standard
+    settings); ``pgd+autoattack`` runs PGD (``pgd_*``) and AutoAttack and calls a sample unstable
+    if either flips it.
 
     ``partition="kmeans"`` fits K clusters (k-means++ seeding, ``kmeans_iterations`` Lloyd steps,
     seed ``partition_seed``) on a split of the held-out data (``kmeans_fit="heldout-split"``,
@@ -106,6 +110,10 @@ class Config:
     pgd_prescreen: bool | str = "auto"
     noise_draws: int = 32
     sound_intermediate: str = "crown"
+    autoattack_attacks: tuple[str, ...] = ("apgd-ce", "apgd-t")
+    autoattack_iters: int = 100
+    autoattack_restarts: int = 1
+    autoattack_targets: int = 9
     stability_seed: int = 0
     stability_sample: int | float | None = None
     stability_budget: int | None = None
@@ -139,8 +147,16 @@ class Config:
             raise UserInputError(f"norm must be 'linf' with {'stability exact' if self.stability == 'exact' else 'partition grid'} "
                                  f"(l_inf balls and l_inf grid cells); got {self.norm!r}")
         for name, minimum in (("pgd_steps", 0), ("pgd_restarts", 1), ("noise_draws", 1), ("batch_size", 1),
-                              ("projection_dim", 1), ("partition_seed", 0), ("stability_seed", 0)):
+                              ("projection_dim", 1), ("partition_seed", 0), ("stability_seed", 0),
+                              ("autoattack_iters", 1), ("autoattack_restarts", 1), ("autoattack_targets", 1)):
             set_(name, as_int(getattr(self, name), name, minimum=minimum))
+        attacks = self.autoattack_attacks
+        if (isinstance(attacks, (str, bytes)) or not isinstance(attacks, Sequence | np.ndarray) or not len(attacks)
+                or any(not isinstance(a, str) or a not in AUTOATTACK_ATTACKS for a in attacks)
+                or len(set(attacks)) != len(attacks)):
+            raise UserInputError(f"autoattack_attacks must be a non-empty list of distinct names from "
+                                 f"{', '.join(AUTOATTACK_ATTACKS)}; got {attacks!r}")
+        set_("autoattack_attacks", tuple(attacks))
         for name in ("label_pure", "progress"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise UserInputError(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -4,13 +4,17 @@ layers dispatch on them (no torch here, so the config and the bounds-only CLI ca
 from __future__ import annotations
 
 #: Stability engines (``genbound.stability.registry``): empirical first, then sound verifiers.
-EMPIRICAL_METHODS = ("pgd", "noise")
+#: ``pgd+autoattack`` runs both attacks and calls a sample unstable if either flips it.
+EMPIRICAL_METHODS = ("pgd", "noise", "autoattack", "pgd+autoattack")
 SOUND_METHODS = ("ibp", "crown", "exact")
 STABILITY_METHODS = EMPIRICAL_METHODS + SOUND_METHODS
 
 #: Norms of the kappa-balls (PGD, the verifier); the noise engine also draws Gaussian noise.
 NORMS = ("linf", "l2")
 NOISE_KINDS = NORMS + ("gaussian",)
+
+#: The attacks of the ``autoattack`` engine, in AutoAttack's order (``pyautoattack``'s names).
+AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t")
 
 #: Intermediate bounds of the CROWN verifier.
 INTERMEDIATE_BOUNDS = ("crown", "ibp")

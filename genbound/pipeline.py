@@ -2,7 +2,7 @@
 
 :func:`evaluate` runs it for one or more models on a training and a held-out source and returns an
 :class:`Evaluation` (``table()``, ``save(dir)``). Any stability engine of the registry
-(``pgd``, ``noise``, or the sound ``ibp`` / ``crown`` / ``exact``) and any partition of the
+(``pgd``, ``noise``, ``autoattack``, ``pgd+autoattack``, or the sound ``ibp`` / ``crown`` / ``exact``) and any partition of the
 protocol (Voronoi partitions, one per K; or ``partition="grid"``: one kappa-fine label-pure grid
 per kappa, each at ``delta / J``, :mod:`genbound.kappa_fine`). Each dataset is read once for the
 predictions, the losses and the cells of every partition (:func:`genbound.collect.collect` with
@@ -45,7 +45,7 @@ from genbound.kappa_fine import KappaFineResult, grid_bounds
 from genbound.models.validate import check_model
 from genbound.partition import (GridPartition, KMeansPartition, KMeansSpec, PartitionProtocol, PartitionSpec,
                                 build_grid, build_kmeans, build_partition, check_kmeans)
-from genbound.stability import stability_flags
+from genbound.stability import make_engine, stability_flags
 from genbound.stability.batch_store import BatchStore
 from genbound.kappas import check_kappas
 from genbound.torch_utils import model_device, resolve_device
@@ -191,8 +191,10 @@ def _as_inputs(models: Any, train: DataSource, heldout: DataSource | None) -> li
 
 
 def _check_inputs(inputs: list[ModelInput], cfg: Config) -> None:
-    """Everything that can be checked before a run writes or computes anything: non-empty data,
-    kappas inside the input domain, and each model's fit to its data (one forward pass)."""
+    """Everything that can be checked before a run writes or computes anything: the stability
+    engine's parameters and optional package, non-empty data, kappas inside the input domain, and
+    each model's fit to its data (one forward pass)."""
+    make_engine(cfg.stability, **engine_params(cfg))
     for mi in inputs:
         if not len(mi.train):
             raise UserInputError(f"model {mi.name!r}: the training set {mi.train.name!r} is empty")
@@ -511,20 +513,32 @@ def _budget_order(cfg: Config, partitions: dict[Any, PartitionProtocol], mi: Mod
                        "partition_fingerprint": _fingerprint(part.record())}}
 
 
+def engine_params(cfg: Config) -> dict[str, Any]:
+    """The stability engine's parameters from the configuration (``make_engine(cfg.stability, **...)``)."""
+    pgd = dict(steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, prescreen=cfg.pgd_prescreen)
+    aa = dict(attacks=cfg.autoattack_attacks, iters=cfg.autoattack_iters, restarts=cfg.autoattack_restarts,
+              targets=cfg.autoattack_targets)
+    params: dict[str, Any] = {"batch_size": cfg.batch_size}
+    if cfg.stability == "pgd":
+        params.update(seed=cfg.stability_seed, norm=cfg.norm, **pgd)
+    elif cfg.stability == "noise":
+        params.update(seed=cfg.stability_seed, kind=cfg.norm, draws=cfg.noise_draws)
+    elif cfg.stability == "autoattack":
+        params.update(seed=cfg.stability_seed, norm=cfg.norm, **aa)
+    elif cfg.stability == "pgd+autoattack":
+        params.update(seed=cfg.stability_seed, norm=cfg.norm, pgd=pgd, autoattack=aa)
+    else:  # sound: deterministic, no seed
+        params.update(norm=cfg.norm, intermediate=cfg.sound_intermediate)
+    return params
+
+
 def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str | None, ranks: Ranks,
                order: dict[str, Any] | None = None) -> dict[str, Any]:
     """Flags of every training sample (``checked`` all True), of a seeded uniform subsample
     (``[stability] sample``) or of a verifier budget spent cell by cell along ``order``
     (``[stability] budget``); unchecked rows are False (spec §8)."""
-    params: dict[str, Any] = {"method": cfg.stability, "batch_size": cfg.batch_size,
-                              "device": cfg.device, "progress_bar": cfg.progress}
-    if cfg.stability == "pgd":
-        params.update(seed=cfg.stability_seed, norm=cfg.norm, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts,
-                      prescreen=cfg.pgd_prescreen)
-    elif cfg.stability == "noise":
-        params.update(seed=cfg.stability_seed, kind=cfg.norm, draws=cfg.noise_draws)
-    else:  # sound: deterministic, no seed
-        params.update(norm=cfg.norm, intermediate=cfg.sound_intermediate)
+    params: dict[str, Any] = {"method": cfg.stability, **engine_params(cfg), "device": cfg.device,
+                              "progress_bar": cfg.progress}
     n = len(mi.train)
     if cfg.stability_sample is not None:
         select = {"kind": "uniform", "sample": cfg.stability_sample, "seed": cfg.stability_seed}
@@ -553,7 +567,6 @@ def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str |
     # finished batches are kept until the merged result is saved: a killed run (or rank) resumes from them
     store = BatchStore(os.path.join(cache_dir, f"stability-{mi.name}-{key}.batches")) if cache_dir else None
     if select["kind"] == "cells":
-        from genbound.stability.registry import make_engine
         from genbound.stability.selection import run_budget
         device, bar = params.pop("device"), params.pop("progress_bar")
         engine = make_engine(method, **params)

@@ -849,6 +849,29 @@ CONFIG_CASES = {
     "restarts zero": (('draws = 2', 'draws = 2\nrestarts = 0'), "pgd_restarts must be an integer >= 1"),
     "draws bool": (('draws = 2', 'draws = true'), "noise_draws must be an integer"),
     "prescreen text": (('draws = 2', 'draws = 2\nprescreen = "yes"'), "prescreen"),
+    "autoattack iters text": (('draws = 2', 'draws = 2\nautoattack_iters = "x"'), "autoattack_iters must be an integer"),
+    "autoattack iters zero": (('draws = 2', 'draws = 2\nautoattack_iters = 0'),
+                              "autoattack_iters must be an integer >= 1"),
+    "autoattack restarts fractional": (('draws = 2', 'draws = 2\nautoattack_restarts = 1.5'),
+                                       "autoattack_restarts must be an integer"),
+    "autoattack restarts zero": (('draws = 2', 'draws = 2\nautoattack_restarts = 0'),
+                                 "autoattack_restarts must be an integer >= 1"),
+    "autoattack targets bool": (('draws = 2', 'draws = 2\nautoattack_targets = true'),
+                                "autoattack_targets must be an integer"),
+    "autoattack targets zero": (('draws = 2', 'draws = 2\nautoattack_targets = 0'),
+                                "autoattack_targets must be an integer >= 1"),
+    "autoattack attacks unknown": (('draws = 2', 'draws = 2\nautoattack_attacks = ["apgd-ce", "square"]'),
+                                   "autoattack_attacks must be a non-empty list of distinct names from apgd-ce"),
+    "autoattack attacks text": (('draws = 2', 'draws = 2\nautoattack_attacks = "apgd-ce"'),
+                                "autoattack_attacks must be a non-empty list"),
+    "autoattack attacks empty": (('draws = 2', 'draws = 2\nautoattack_attacks = []'),
+                                 "autoattack_attacks must be a non-empty list"),
+    "autoattack attacks repeated": (('draws = 2', 'draws = 2\nautoattack_attacks = ["apgd-t", "apgd-t"]'),
+                                    "autoattack_attacks must be a non-empty list of distinct names"),
+    "autoattack attacks numbers": (('draws = 2', 'draws = 2\nautoattack_attacks = [1]'),
+                                   "autoattack_attacks must be a non-empty list"),
+    "autoattack norm unknown": (('method = "noise"', 'method = "autoattack"\nnorm = "l1"'), "norm must be one of"),
+    "pgd+autoattack exact name": (('method = "noise"', 'method = "pgd + autoattack"'), "stability must be one of"),
     "kwargs not a table": (('kwargs = {', 'kwargs = "hidden=64"\nunused = {'), "unknown key"),
     "kwargs string": (('kwargs = { input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }', 'kwargs = "x"'),
                       "kwargs must be a table"),
@@ -985,6 +1008,14 @@ CONFIG_CASES = {
 def test_bad_config_value(case: str, workdir: Path) -> None:
     edit, expected = CONFIG_CASES[case]
     assert_refused(_evaluate(_config(workdir, edit)), workdir, expected)
+
+
+@pytest.mark.parametrize("method", ["autoattack", "pgd+autoattack"])
+def test_autoattack_without_its_package(method: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # import fails as if it were not installed
+    cfg = _config(workdir, ('method = "noise"', f'method = "{method}"'))
+    assert_refused(_evaluate(cfg), workdir, "needs the optional package pyautoattack", "genbound[autoattack]",
+                   "importing it failed")
 
 
 def test_missing_config_file(workdir: Path) -> None:
@@ -1333,6 +1364,10 @@ def test_python_api_refuses_what_the_cli_refuses() -> None:
         evaluate({"m": nn.Sequential(nn.Flatten(), nn.Linear(64, 3))}, src, src, cfg)
     with pytest.raises(UserInputError, match="fails on inputs of shape"):
         evaluate({"m": nn.Sequential(nn.Flatten(), nn.Linear(63, 10))}, src, src, cfg)
+    with pytest.raises(UserInputError, match="autoattack_iters must be an integer >= 1"):
+        Config(stability="autoattack", autoattack_iters=0)
+    with pytest.raises(UserInputError, match="autoattack_attacks must be a non-empty list"):
+        Config(stability="pgd+autoattack", autoattack_attacks=["fab-t"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ intermediate = "ibp"
 
 def test_config_names_and_mistakes():
     assert Config(stability="exact").stability == "exact"
-    for bad in (dict(stability="autoattack"), dict(partition="grids"), dict(sound_intermediate="lp"),
+    for bad in (dict(stability="fgsm"), dict(partition="grids"), dict(sound_intermediate="lp"),
                 dict(stability="exact", norm="l2"), dict(partition="grid", norm="l2")):
         with pytest.raises(UserInputError):
             Config(**bad)

@@ -169,7 +169,7 @@ def test_dispatch_and_kappa_validation():
         with pytest.raises(UserInputError):
             stability_flags(model, src, bad, method="pgd", device="cpu", progress_bar=False)
     with pytest.raises(UserInputError):
-        stability_flags(model, src, [0.1], method="autoattack")
+        stability_flags(model, src, [0.1], method="fgsm")  # no such method
     with pytest.raises(UserInputError):  # a parameter the sound engines do not take
         stability_flags(model, src, [0.1], method="ibp", seed=0)
 

@@ -2,7 +2,7 @@
 
 Every method of :data:`genbound.names.STABILITY_METHODS` is here, and only here: the pipeline, the
 config and the CLI reach engines through :func:`make_engine` / :func:`stability_flags`. A new
-engine (AutoAttack, a corruption suite) is a class following
+engine (a corruption suite, say) is a class following
 :class:`~genbound.stability.engine.StabilityEngine` plus one line in :data:`ENGINES` and its name
 in :mod:`genbound.names`.
 """
@@ -20,6 +20,8 @@ from genbound import names
 from genbound.data.source import DataSource
 from genbound.distributed import Ranks
 from genbound.errors import UserInputError
+from genbound.stability.autoattack import AutoAttackEngine
+from genbound.stability.combined import pgd_autoattack
 from genbound.stability.batch_store import BatchStore
 from genbound.stability.engine import StabilityEngine, StabilityResult, run_engine
 from genbound.stability.noise import NoiseEngine
@@ -32,6 +34,8 @@ __all__ = ["ENGINES", "make_engine", "stability_flags"]
 ENGINES: dict[str, Callable[..., StabilityEngine]] = {
     "pgd": PGDEngine,
     "noise": NoiseEngine,
+    "autoattack": AutoAttackEngine,
+    "pgd+autoattack": pgd_autoattack,
     "ibp": partial(SoundEngine, "ibp"),
     "crown": partial(SoundEngine, "crown"),
     "exact": partial(SoundEngine, "exact"),
