@@ -10,6 +10,8 @@ Every flag-dependent diagnostic replaces ``C`` by the exact one-sided upper conf
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.stats import hypergeom
 
@@ -52,6 +54,15 @@ def hypergeom_upper(c: int | np.ndarray, n: int, s: int, delta: float) -> np.nda
         raise ValueError(f"observed counts must lie in [0, s={s}]")
     if s == n:
         return c.copy()
+    # one run asks for the same counts once per partition and result name: solve each set once
+    flat = _upper_limits(tuple(int(v) for v in c.ravel()), n, s, float(delta))
+    return np.array(flat, dtype=np.int64).reshape(c.shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _upper_limits(c_values: tuple[int, ...], n: int, s: int, delta: float) -> tuple[int, ...]:
+    """The binary search of :func:`hypergeom_upper` for every count at once (memoized)."""
+    c = np.asarray(c_values, dtype=np.int64)
     lo = c.copy()  # P_c(X <= c) = 1 > delta: always inside the set
     hi = c + (n - s)  # at least s - c failures are known: C <= n - (s - c)
     while np.any(lo < hi):
@@ -59,7 +70,7 @@ def hypergeom_upper(c: int | np.ndarray, n: int, s: int, delta: float) -> np.nda
         ok = hypergeom.cdf(c, n, mid, s) > delta
         lo = np.where(ok, mid, lo)
         hi = np.where(ok, hi, mid - 1)
-    return lo
+    return tuple(int(v) for v in lo)
 
 
 def point_estimate(c: int | np.ndarray, n: int, s: int) -> np.ndarray:
