@@ -7,6 +7,21 @@ from tests import _torchvision_cpu
 _torchvision_cpu.install()  # test-only: PyPI's torchvision (and timm) beside the CPU torch build
 
 
+@pytest.fixture(scope="module")
+def digits_mlp():
+    """A small MLP trained on 300 of scikit-learn's digits, with those 300 and 120 held-out digits:
+    the shared small real-data case of the pipeline tests (one per test module)."""
+    from genbound.data import load_dataset, split_source
+    from genbound.models import mlp, train_classifier
+
+    torch.manual_seed(0)
+    src = load_dataset("digits")
+    train, held, _ = split_source(src, 0.3, seed=0)
+    train, held = train.subset(np.arange(300)), held.subset(np.arange(120))
+    model = train_classifier(mlp(input_shape=(1, 8, 8), hidden=(32,), seed=0), train, epochs=5, progress_bar=False)
+    return model, train, held
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """The tests use tiny tensors: one thread avoids OpenMP contention on a small shared CPU."""

@@ -8,7 +8,7 @@ import torch
 
 from genbound.bounds import compute_bounds
 from genbound.config import Config
-from genbound.data import TensorSource, load_dataset, split_source
+from genbound.data import TensorSource, load_dataset
 from genbound.errors import UserInputError
 from genbound.models import mlp, train_classifier
 from genbound.partition import KMeansPartition, KMeansSpec, PartitionProtocol, build_kmeans
@@ -220,13 +220,8 @@ def test_kmeans_user_errors(kwargs, train, heldout, model, msg):
 
 # ------------------------------------------------------------------------------------ evaluate: kinds
 @pytest.fixture(scope="module")
-def digits_model():
-    torch.manual_seed(0)
-    src = load_dataset("digits")
-    train, held, _ = split_source(src, 0.3, seed=0)
-    train, held = train.subset(np.arange(300)), held.subset(np.arange(120))
-    model = train_classifier(mlp(input_shape=(1, 8, 8), hidden=(32,), seed=0), train, epochs=5, progress_bar=False)
-    return model, train, held
+def digits_model(digits_mlp):
+    return digits_mlp
 
 
 CFG = dict(kappas=(0.02, 0.1), K=(5, 10), stability="noise", noise_draws=2, progress=False, partition="kmeans")

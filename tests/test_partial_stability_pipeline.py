@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from genbound.bounds import compute_bounds, load_stats_npz
 from genbound.bounds.counts import count_cells
 from genbound.config import Config
-from genbound.data import TensorSource, load_dataset, split_source
+from genbound.data import TensorSource
 from genbound.data.lowdim import sample_lowdim
 from genbound.models import mlp, train_classifier
 from genbound.pipeline import evaluate
@@ -82,13 +81,8 @@ def test_budget_stops_a_cell_at_its_first_proof_and_respects_the_budget():
 
 
 @pytest.fixture(scope="module")
-def digits():
-    torch.manual_seed(0)
-    src = load_dataset("digits")
-    train, held, _ = split_source(src, 0.3, seed=0)
-    train, held = train.subset(np.arange(300)), held.subset(np.arange(120))
-    model = train_classifier(mlp(input_shape=(1, 8, 8), hidden=(32,), seed=0), train, epochs=5, progress_bar=False)
-    return model, train, held
+def digits(digits_mlp):
+    return digits_mlp
 
 
 CFG = dict(kappas=(0.02, 0.1), K=(5, 20), stability="pgd", pgd_steps=3, progress=False)

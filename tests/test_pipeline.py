@@ -3,25 +3,16 @@
 import json
 import os
 
-import numpy as np
 import pytest
-import torch
 
 from genbound.bounds import RESULT_NAMES, load_stats_npz
 from genbound.config import Config
-from genbound.data import load_dataset, split_source
-from genbound.models import mlp, train_classifier
 from genbound.pipeline import evaluate
 
 
 @pytest.fixture(scope="module")
-def setup():
-    torch.manual_seed(0)
-    src = load_dataset("digits")
-    train, held, _ = split_source(src, 0.3, seed=0)
-    train, held = train.subset(np.arange(300)), held.subset(np.arange(120))
-    model = train_classifier(mlp(input_shape=(1, 8, 8), hidden=(32,), seed=0), train, epochs=5, progress_bar=False)
-    return model, train, held
+def setup(digits_mlp):
+    return digits_mlp
 
 
 CFG = dict(kappas=(0.02, 0.1, 0.4), K=(5, 20), pgd_steps=3, progress=False)
