@@ -34,7 +34,6 @@ import zipfile
 from dataclasses import fields
 
 import numpy as np
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

@@ -4,9 +4,7 @@ image folders, its file relative to the folder), so that a flag maps back to its
 
 from __future__ import annotations
 
-import json
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
