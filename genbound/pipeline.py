@@ -381,27 +381,19 @@ def _kmeans(spec: KMeansSpec, cfg: Config, train: DataSource, heldout: DataSourc
             source_fingerprint(heldout) if heldout is not None and len(heldout) else None)
         key = _fingerprint(asdict(spec), fit_data, model_id)
         path = os.path.join(cache_dir, f"kmeans-K{spec.regions}-{key}.npz")
-        if os.path.exists(path) and not ranks.sharded:
-            with np.load(path) as z:
-                return KMeansPartition.from_state(spec, z, model=model)
-
-    def fit() -> KMeansPartition:
-        part = build_kmeans(spec, train=train, heldout=heldout, model=model, batch_size=cfg.batch_size, device=cfg.device,
-                            model_id=model_id, progress_bar=cfg.progress)
-        if path:
-            _save_npz_atomic(path, **part.state())
-        return part
-
-    if not ranks.sharded:
-        return fit()
 
     def state() -> dict[str, np.ndarray]:
         if path and os.path.exists(path):
             with np.load(path) as z:
                 return dict(z)
-        return fit().state()
+        fitted = build_kmeans(spec, train=train, heldout=heldout, model=model, batch_size=cfg.batch_size,
+                              device=cfg.device, model_id=model_id, progress_bar=cfg.progress).state()
+        if path:
+            _save_npz_atomic(path, **fitted)
+        return fitted
 
-    # one fit, on rank 0: every rank gets the same centroids whatever its floating-point path
+    # rank 0 fits (or reads the cached fit) and every rank rebuilds the same partition from that
+    # state: one fit, so every rank gets the same centroids whatever its floating-point path
     return KMeansPartition.from_state(spec, from_main(state, ranks), model=model)
 
 
@@ -550,7 +542,7 @@ def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str |
                        {k: v for k, v in params.items() if k not in ("device", "progress_bar", "batch_size")},
                        *([select] if select["kind"] != "all" else []))
     path = os.path.join(cache_dir, f"stability-{mi.name}-{key}.npz") if cache_dir else None
-    selection = "all" if select["kind"] == "all" else select["kind"]
+    selection = select["kind"]
 
     def load() -> dict[str, Any] | None:
         if not (path and os.path.exists(path)):
