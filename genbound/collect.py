@@ -95,8 +95,7 @@ def collect(model: nn.Module | None, source: DataSource, *, batch_size: int = DE
     t_con += time.perf_counter() - t1
     labels = source.labels[index].astype(np.int64)
     if model is None:
-        pred = loss = np.zeros(0, np.int64)
-        loss = loss.astype(np.uint8)
+        pred, loss = np.zeros(0, np.int64), np.zeros(0, np.uint8)
     else:
         pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
         loss = (pred != labels).astype(np.uint8)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from genbound.data.source import DataSource
+from genbound.distributed import split_batches
 from genbound.errors import UserInputError
 
 #: at most this many decoding processes with ``workers = "auto"``
@@ -37,13 +38,14 @@ def resolve_workers(workers: int | str, source: DataSource) -> int:
 
 
 def batch_positions(n: int, batch_size: int, indices: np.ndarray | None = None) -> list[np.ndarray]:
-    """Consecutive batches of ``indices`` (default ``arange(n)``), the last one shorter."""
-    if batch_size < 1:
-        raise UserInputError(f"batch_size must be >= 1; got {batch_size}")
-    idx = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    """Consecutive batches of ``indices`` (default ``arange(n)``), the last one shorter: the
+    batches of :func:`genbound.distributed.split_batches`, after checking the positions against ``n``."""
+    if indices is None:
+        return split_batches(n, batch_size)
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise UserInputError(f"sample indices out of range for a source of {n} samples")
-    return [idx[s:s + batch_size] for s in range(0, idx.size, batch_size)]
+    return split_batches(idx, batch_size)
 
 
 class _Batches(torch.utils.data.Dataset):
