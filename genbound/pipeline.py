@@ -128,10 +128,16 @@ class Evaluation:
         doc["run"] = self.records
         return doc
 
-    def save(self, out_dir: str | os.PathLike, *, report: bool = True) -> dict[str, str]:
+    def save(self, out_dir: str | os.PathLike, *, report: bool = True,
+             inputs: Mapping[str, Any] | None = None) -> dict[str, str]:
         """Write ``result.json``, ``samples.npz``, ``config.toml``, ``versions.json`` and (``report``)
         the page ``report.html`` drawn from those files into ``out_dir``; returns the paths written.
-        In a process group only rank 0 writes; the other ranks write nothing and return ``{}``."""
+        In a process group only rank 0 writes; the other ranks write nothing and return ``{}``.
+
+        ``config.toml`` holds this run's settings as ``[bounds]``, in the schema of ``genbound
+        evaluate`` (docs/config.md); ``inputs``, the run's ``data`` table and ``models`` tables in
+        that schema (paths absolute), make it a file ``genbound evaluate`` reruns as it is. What
+        the data and models turned out to be (sizes, fingerprints, errors) is in ``result.json``."""
         if not current().main:
             return {}
         out = make_output_folder(os.fspath(out_dir))
@@ -140,11 +146,12 @@ class Evaluation:
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         write_text(paths["result"], text + "\n")
         save_stats_npz(paths["samples"], self.stats)
-        sections: dict[str, Any] = {"bounds": self.config.to_dict()}
-        for key in ("data", "models"):
-            if key in self.records:
-                sections[key] = self.records[key]
-        write_text(paths["config"], to_toml(_toml_safe(sections)))
+        sections: dict[str, Any] = {**{k: inputs[k] for k in ("data", "models") if inputs and k in inputs},
+                                    "bounds": self.config.to_dict()}
+        head = ("# rerun: genbound evaluate config.toml --out NEW_FOLDER\n" if inputs else
+                "# this run's settings (the schema of genbound evaluate's [bounds]); its data and models "
+                "are described in result.json (run.data, run.models)\n")
+        write_text(paths["config"], head + to_toml(_toml_safe(sections)))
         write_text(paths["versions"], json.dumps(software_versions(), indent=2))
         if report:
             from genbound.report import write_report

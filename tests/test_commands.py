@@ -57,12 +57,19 @@ steps = 2
 """
 
 
-def test_evaluate_example_config(tmp_path, capsys):
+def test_evaluate_example_config(tmp_path, capsys, monkeypatch):
     w = os.path.join(ROOT, "examples", "digits_mlp.safetensors")
     assert main(["evaluate", _cfg(tmp_path, GOOD.format(w=w)), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     doc = json.loads((tmp_path / "o" / "result.json").read_text())
     m = doc["models"][0]
     assert m["heldout_error"] < 0.15  # the shipped example weights are a real classifier
+    # the run's config.toml reruns as it is, from another working directory, to the same numbers
+    saved = tmp_path / "o" / "config.toml"
+    monkeypatch.chdir(tmp_path / "o")
+    assert main(["evaluate", str(saved), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "again" / "result.json").read_text())
+    assert [r["value"] for r in again["results"]] == [r["value"] for r in doc["results"]]
+    assert again["config"] == doc["config"] and again["run"]["data"]["train"] == doc["run"]["data"]["train"]
 
 
 MISTAKES = [

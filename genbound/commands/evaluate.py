@@ -82,6 +82,20 @@ def models_preprocess(rc: Any) -> Any:
     return chosen
 
 
+def rerun_inputs(rc: Any, preprocess: Any) -> dict[str, Any]:
+    """The ``[data]`` and ``[[models]]`` tables of a run, resolved (absolute paths, the preprocessing
+    actually used): written into the run's ``config.toml`` so that it reruns as it is."""
+    data: dict[str, Any] = {"train": rc.train, "heldout": rc.heldout, "classes": rc.classes}
+    if rc.heldout is None:
+        data.update(heldout_fraction=rc.heldout_fraction, split_seed=rc.split_seed)
+    if preprocess is not None:
+        data["preprocess"] = {"resize": preprocess.resize, "crop": preprocess.crop,
+                              "interpolation": preprocess.interpolation, "mode": preprocess.mode}
+    models = [{"name": m.name, "factory": m.factory, "weights": m.weights, "kwargs": dict(m.kwargs),
+               "input_normalization": m.input_normalization} for m in rc.models]
+    return {"data": data, "models": models}
+
+
 def run(args: argparse.Namespace) -> int:
     from genbound.config import load_config_file
     from genbound.distributed import process_group
@@ -122,7 +136,7 @@ def _run(args: argparse.Namespace, rc: Any, ranks: Any) -> int:
     ev = evaluate(models, train, heldout, cfg, cache_dir=os.path.join(out, "cache"))
     ev.records["data"] = {"train": train.describe(), "heldout": heldout.describe(), "split": split_record,
                           "config_file": os.path.abspath(args.config)}
-    ev.save(out)
+    ev.save(out, inputs=rerun_inputs(rc, preprocess))
     if not ranks.main:
         return 0
     print(ev.table())
