@@ -576,12 +576,14 @@ def _stability(mi: ModelInput, kappas: np.ndarray, cfg: Config, cache_dir: str |
     elif select["kind"] == "uniform":
         from genbound.stability.selection import uniform_subsample
         idx = uniform_subsample(n, cfg.stability_sample, cfg.stability_seed)
-        res = stability_flags(mi.model, mi.train, kappas, method=method, indices=idx, store=store, ranks=ranks, **params)
+        res = stability_flags(mi.model, mi.train, kappas, method=method, indices=idx, store=store, ranks=ranks,
+                              workers=cfg.workers, **params)
         res.evidence["selection"] = {"kind": "uniform", "sample": cfg.stability_sample, "s": int(idx.size), "n": n,
                                      "seed": cfg.stability_seed, "delta_s": cfg.delta_s,
                                      "rule": "s of n drawn uniformly without replacement from the seed before any flag"}
     else:
-        res = stability_flags(mi.model, mi.train, kappas, method=method, store=store, ranks=ranks, **params)
+        res = stability_flags(mi.model, mi.train, kappas, method=method, store=store, ranks=ranks,
+                              workers=cfg.workers, **params)
     if res.index is not None and res.index.size != n:
         stable = np.zeros((n, kappas.size), dtype=bool)
         pred = np.full(n, -1, dtype=np.int64)

@@ -137,6 +137,23 @@ def test_workers_decode_the_same_batches_in_order(digits):
         assert np.array_equal(i0, i1) and torch.equal(x0, x1) and torch.equal(y0, y1)
 
 
+def test_stability_engine_reads_through_decoding_workers(digits):
+    from genbound.stability import stability_flags
+
+    model, train, _ = digits
+    idx = np.arange(3, 120, 2)
+    kw = dict(method="pgd", steps=3, batch_size=16, progress_bar=False, indices=idx)
+    base = stability_flags(model, train, [0.05, 0.2], **kw)
+    counted = _Counting(train)
+    two = stability_flags(model, counted, [0.05, 0.2], workers=2, **kw)
+    np.testing.assert_array_equal(two.index, base.index)
+    np.testing.assert_array_equal(two.stable, base.stable)
+    np.testing.assert_array_equal(two.pred, base.pred)
+    assert two.evidence["model_evals"] == base.evidence["model_evals"]
+    with pytest.raises(UserInputError, match=r"^image 45 is not a readable image$"):
+        stability_flags(model, _Counting(train, fail_at=45), [0.05], workers=2, **kw)
+
+
 def test_a_decoding_error_in_a_worker_stays_one_line(digits):
     _, train, _ = digits
     with pytest.raises(UserInputError, match=r"^image 45 is not a readable image$"):

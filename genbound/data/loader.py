@@ -71,7 +71,14 @@ class _Batches(torch.utils.data.Dataset):
 def stream(source: DataSource, *, batch_size: int, indices: np.ndarray | None = None, workers: int | str = 0,
            pin_memory: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """``(index, x, y)`` batches of ``source`` at ``indices`` (default: every sample), in order."""
-    parts = batch_positions(len(source), batch_size, indices)
+    yield from decode(source, batch_positions(len(source), batch_size, indices), workers=workers,
+                      pin_memory=pin_memory)
+
+
+def decode(source: DataSource, parts: list[np.ndarray], *, workers: int | str = 0,
+           pin_memory: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """``(index, x, y)`` for each batch of positions in ``parts``, in order, decoded by ``workers``
+    processes (:func:`resolve_workers`) while the caller works on the previous batches."""
     nw = resolve_workers(workers, source)
     if nw == 0:
         for idx in parts:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genbound.data.loader import decode
 from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.distributed import Ranks, collective, current, from_main, shard_batches, split_batches
 from genbound.torch_utils import model_mode, progress_counter, refuse_train_mode, resolve_device
@@ -134,7 +135,7 @@ def run_engine(engine: StabilityEngine, model: nn.Module, source: DataSource, ka
                batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
                indices: np.ndarray | None = None, progress_bar: bool = True,
                desc: str | None = None, store: "BatchStore | None" = None,
-               ranks: Ranks | None = None) -> StabilityResult:
+               ranks: Ranks | None = None, workers: int | str = 0) -> StabilityResult:
     """Run ``engine`` over ``source`` (or the positions ``indices`` of it: a shard or a subsample)
     in batches of ``batch_size`` and merge the batch results (module docstring).
 
@@ -143,6 +144,8 @@ def run_engine(engine: StabilityEngine, model: nn.Module, source: DataSource, ka
     (:class:`~genbound.distributed.Ranks` of an initialized process group, every rank calling):
     the batches still to do are shared out between the ranks (:func:`genbound.distributed.shard_batches`)
     and every rank returns the merged result of all of them, equal to a one-process run.
+    ``workers``: processes decoding the next batches while the engine works
+    (:func:`genbound.data.loader.decode`; ``"auto"``: none for in-memory data).
     """
     r = ranks or Ranks()
     dev = resolve_device(device, model)
@@ -173,16 +176,15 @@ def run_engine(engine: StabilityEngine, model: nn.Module, source: DataSource, ka
         seen = time.monotonic()
         with model_mode(model, grad=False, what=f"the {engine.name} stability check"):
             engine.start(model, k, dev)
-            for ix in mine:
-                x, _ = source.get(ix)
-                b = engine.update(x.to(dev), ix)
+            for i, (ix, x, _) in enumerate(decode(source, mine, workers=workers, pin_memory=dev.type == "cuda")):
+                b = engine.update(x.to(dev, non_blocking=dev.type == "cuda"), ix)
                 if store is not None:
                     store.save(b)
                 _fail_after_batches_for_tests()
                 out.append(b)
                 if watch is None:
                     bar.update(1)
-                elif time.monotonic() - seen > 1.0 or ix is mine[-1]:  # a directory poll at most once a second
+                elif time.monotonic() - seen > 1.0 or i == len(mine) - 1:  # a directory poll at most once a second
                     bar.n = sum(map(os.path.exists, watch))
                     bar.refresh()
                     seen = time.monotonic()

@@ -56,12 +56,13 @@ def make_engine(method: str, **params: Any) -> StabilityEngine:
 def stability_flags(model: nn.Module, source: DataSource, kappas: Sequence[float] | np.ndarray, method: str = "pgd", *,
                     device: str | torch.device | None = None, progress_bar: bool = True,
                     indices: np.ndarray | None = None, store: BatchStore | None = None, ranks: Ranks | None = None,
-                    **params: Any) -> StabilityResult:
+                    workers: int | str = 0, **params: Any) -> StabilityResult:
     """Run engine ``method`` over ``source`` (or its positions ``indices``: a shard or a subsample)
     for the whole kappa grid; ``params`` go to the engine (``batch_size`` also sets the batches);
-    ``store`` and ``ranks``: resume and sharding, as in :func:`~genbound.stability.engine.run_engine`."""
+    ``store``, ``ranks`` and ``workers``: resume, sharding and decoding processes, as in
+    :func:`~genbound.stability.engine.run_engine`."""
     engine = make_engine(method, **params)
     norm = params.get("kind", "linf") if method == "noise" else params.get("norm", "linf")
     k = check_kappas(kappas, norm=norm, dim=source.dim)
     return run_engine(engine, model, source, k, batch_size=int(params.get("batch_size", 256)), device=device,
-                      indices=indices, progress_bar=progress_bar, store=store, ranks=ranks)
+                      indices=indices, progress_bar=progress_bar, store=store, ranks=ranks, workers=workers)
