@@ -140,6 +140,23 @@ def model_mode(model: nn.Module, *, training: bool = False, grad: bool | None = 
             p.requires_grad_(flag)
 
 
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """Float32 matrix products at full float32 precision inside the block, whatever the process set
+    (``torch.set_float32_matmul_precision("high")``, common in training scripts, lets CUDA use TF32
+    and oneDNN bfloat16: 10 or 8 significand bits, enough to move a nearest-centroid decision).
+    The previous setting is restored on exit."""
+    before = torch.get_float32_matmul_precision()
+    if before == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def refuse_train_mode(model: nn.Module, what: str) -> None:
     """UserInputError if a BatchNorm or Dropout module is in training mode: the model's output is
     then not a fixed function of its input, and a proof about it would be about another function."""

@@ -246,3 +246,31 @@ def test_imagenet_sized_uniform_partition_memory():
     # issue must-hold: K = 10,000 uniform centroids at 224 x 224 x 3 (5.6 GiB if held) under 2 GiB extra
     extra = peak_extra_bytes(_assign_uniform(10_000, 224, 8))
     assert extra < 2 * 2**30, extra / 2**30
+
+
+def test_cells_do_not_follow_the_process_matmul_precision(monkeypatch):
+    # a training script's torch.set_float32_matmul_precision("high") (TF32 on CUDA, bfloat16 in
+    # oneDNN) must not move a nearest-centroid decision: assignment runs at full float32 and the
+    # process's setting is restored afterwards
+    from genbound.partition.assign import nearest_centroid
+
+    x = torch.rand(64, 300, generator=torch.Generator().manual_seed(2))
+    c = torch.rand(50, 300, generator=torch.Generator().manual_seed(3))
+    expected = nearest_centroid(x, c)
+    seen = []
+    real = torch.addmm
+
+    def watch(*a, **k):
+        seen.append(torch.get_float32_matmul_precision())
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "addmm", watch)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = nearest_centroid(x, c)
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert seen and set(seen) == {"highest"}
+    np.testing.assert_array_equal(got, expected)

@@ -14,6 +14,11 @@ regenerated block by block from their seed for every block of samples: never ``K
 (10,000 centroids at 224 x 224 x 3 would be 6 GiB). Both ways give the same centroids, the same
 scores and the same cells.
 
+Precision: the products run at full float32 precision whatever the process set (no TF32 or
+bfloat16 rounding: :func:`genbound.torch_utils.full_float32`). There is no half-precision pass:
+at 224 px a rounding bound that holds for any summation order covers every row's two best scores,
+so every row would have to be re-decided (``bench/half_distance_ties.py``).
+
 Ties: the lowest centroid index among equal computed scores wins (``argmin`` returns the first
 minimum within a block; a later block replaces the running minimum only if strictly smaller).
 Points whose two nearest centroids are within floating-point rounding of each other may be
@@ -28,7 +33,7 @@ import numpy as np
 import torch
 
 from genbound.errors import UserInputError
-from genbound.torch_utils import resolve_device
+from genbound.torch_utils import full_float32, resolve_device
 
 
 def _as_2d(a: Any, name: str) -> torch.Tensor:
@@ -156,21 +161,22 @@ class CentroidIndex:
                 raise UserInputError(f"points have {tuple(ch.shape[1:])} features but centroids have {self.dim}")
         groups = [chunks] if self.streamed else [[ch] for ch in chunks]
         out: list[np.ndarray] = []
-        for group in groups:
-            xs = [ch.to(self.device, self.dtype) for ch in group]
-            best = [(torch.full((xb.shape[0],), float("inf"), device=self.device, dtype=self.dtype),
-                     torch.zeros(xb.shape[0], dtype=torch.int64, device=self.device)) for xb in xs]
-            for k0, c, c2 in self._blocks():
-                for j, xb in enumerate(xs):
-                    # scores[i, k] = ||c_k||^2 - 2 x_i . c_k
-                    scores = torch.addmm(c2.unsqueeze(0), xb, c.T, beta=1, alpha=-2)
-                    idx = scores.argmin(1)
-                    val = scores.gather(1, idx.unsqueeze(1)).squeeze(1)
-                    best_val, best_idx = best[j]
-                    better = val < best_val
-                    best[j] = (torch.where(better, val, best_val), torch.where(better, idx + k0, best_idx))
-                    del scores
-            out.extend(b[1].cpu().numpy() for b in best)
+        with full_float32():
+            for group in groups:
+                xs = [ch.to(self.device, self.dtype) for ch in group]
+                best = [(torch.full((xb.shape[0],), float("inf"), device=self.device, dtype=self.dtype),
+                         torch.zeros(xb.shape[0], dtype=torch.int64, device=self.device)) for xb in xs]
+                for k0, c, c2 in self._blocks():
+                    for j, xb in enumerate(xs):
+                        # scores[i, k] = ||c_k||^2 - 2 x_i . c_k
+                        scores = torch.addmm(c2.unsqueeze(0), xb, c.T, beta=1, alpha=-2)
+                        idx = scores.argmin(1)
+                        val = scores.gather(1, idx.unsqueeze(1)).squeeze(1)
+                        best_val, best_idx = best[j]
+                        better = val < best_val
+                        best[j] = (torch.where(better, val, best_val), torch.where(better, idx + k0, best_idx))
+                        del scores
+                out.extend(b[1].cpu().numpy() for b in best)
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 

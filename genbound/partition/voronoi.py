@@ -37,7 +37,7 @@ from genbound.errors import UserInputError
 from genbound.names import VORONOI_KINDS
 from genbound.data.loader import stream
 from genbound.partition.assign import CentroidIndex, UniformCentroids, label_pure_cells
-from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
+from genbound.torch_utils import array_hash, derive_seed, full_float32, progress, resolve_device
 
 KINDS = VORONOI_KINDS
 
@@ -148,7 +148,8 @@ class Partition:
         if self.projection is not None:
             if self._proj_dev is None or self._proj_dev.device != z.device:
                 self._proj_dev = self.projection.to(device)
-            z = z @ self._proj_dev
+            with full_float32():  # the cells must not depend on the process's TF32 / bfloat16 setting
+                z = z @ self._proj_dev
         return z
 
     def assigner(self, *, device: str | torch.device | None = None, sample_block: int = 4096,
@@ -260,7 +261,8 @@ def build_partition(spec: PartitionSpec, *, input_dim: int, heldout: DataSource 
         for s in range(0, K, batch_size):
             x, _ = heldout.get(heldout_used[s:s + batch_size])
             z = x.reshape(x.shape[0], -1).to(torch.float32)
-            chunks.append(z @ projection if projection is not None else z)
+            with full_float32():
+                chunks.append(z @ projection if projection is not None else z)
         centroids = torch.cat(chunks)
         source = f"heldout:{heldout.name}"
     else:
