@@ -257,13 +257,13 @@ def build_partition(spec: PartitionSpec, *, input_dim: int, heldout: DataSource 
             raise UserInputError(f"cannot sample {K} centroids from {len(heldout)} held-out samples; lower K")
         rng = np.random.default_rng(derive_seed(spec.seed, 2))
         heldout_used = np.sort(rng.choice(len(heldout), size=K, replace=False)).astype(np.int64)
-        chunks = []
+        # filled in place: K x d floats once (a list of chunks and their concatenation would hold them twice)
+        centroids = torch.empty(K, d if projection is None else projection.shape[1])
         for s in range(0, K, batch_size):
             x, _ = heldout.get(heldout_used[s:s + batch_size])
             z = x.reshape(x.shape[0], -1).to(torch.float32)
             with full_float32():
-                chunks.append(z @ projection if projection is not None else z)
-        centroids = torch.cat(chunks)
+                centroids[s:s + z.shape[0]] = z @ projection if projection is not None else z
         source = f"heldout:{heldout.name}"
     else:
         g = torch.Generator().manual_seed(derive_seed(spec.seed, 0))
