@@ -140,6 +140,23 @@ def model_mode(model: nn.Module, *, training: bool = False, grad: bool | None = 
             p.requires_grad_(flag)
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device``: CUDA's free memory, or (CPU) the kernel's
+    ``MemAvailable`` on Linux; ``None`` where it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 @contextlib.contextmanager
 def full_float32() -> Iterator[None]:
     """Float32 matrix products at full float32 precision inside the block, whatever the process set

@@ -50,7 +50,7 @@ from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
 from genbound.names import KMEANS_BACKENDS, KMEANS_FITS
 from genbound.partition.assign import label_pure_cells
-from genbound.torch_utils import array_hash, derive_seed, progress, resolve_device
+from genbound.torch_utils import array_hash, available_memory, derive_seed, progress, resolve_device
 
 __all__ = ["KMeansSpec", "KMeansPartition", "build_kmeans", "check_kmeans", "kmeans_plus_plus", "lloyd",
            "nearest_exact"]
@@ -464,6 +464,21 @@ def check_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
     return n_fit
 
 
+def check_fit_memory(K: int, p: int, n: int, s: int, cache_bytes: int, device: torch.device) -> None:
+    """Refuse, before any work, a fit that cannot fit in memory: its centres and their per-cluster
+    sums (``2 K p`` float64), the seeding sample (``s p`` float32, twice while it is gathered) and
+    the fit set when it is held (float64, up to ``cache_bytes``)."""
+    need = 2 * K * p * 8 + 2 * s * p * 4 + (n * p * 8 if n * p * 8 <= cache_bytes else 0)
+    free = available_memory(device)
+    if free is not None and need > free:
+        gib = 2.0 ** 30
+        raise UserInputError(
+            f"a k-means fit of K = {K:,} centres in {p:,} dimensions needs about {need / gib:.1f} GiB "
+            f"(centres and their sums in float64, the seeding sample of {s:,}) but {free / gib:.1f} GiB are free "
+            f"on {device}; cluster a model's features instead (kmeans_features = \"<layer>\"), or lower K or "
+            "kmeans_seeding_sample")
+
+
 def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: DataSource | None = None,
                  model: nn.Module | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  device: str | torch.device | None = None, cache_bytes: int = 1 << 30,
@@ -502,6 +517,7 @@ def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
     n = len(fit_src)
     first, _ = fit_src.get(np.arange(min(n, 2)))
     p = int(feats(first).shape[1])
+    check_fit_memory(K, p, n, min(n, int(spec.seeding_sample)), cache_bytes, dev)
     # float32 features (pixels, or the model's) become float64 exactly; held in float64 when they fit
     cached: list[torch.Tensor] | None = None
     if n * p * 8 <= cache_bytes:
