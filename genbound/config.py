@@ -271,8 +271,11 @@ class RunConfig:
     preprocess: Any = None
     #: the model's class list for image folders ("imagenet", "cifar10", a labels file, a list), or None
     classes: Any = None
-    #: the config file's folder: relative paths resolve there, and factory modules beside it import
+    #: the config file's folder: relative paths resolve there
     base: str = "."
+    #: the folder factory modules import from as if it were on ``PYTHONPATH`` (``[run] factory_path``;
+    #: default: the config file's folder)
+    factory_path: str = "."
 
 
 _CONFIG_KEYS = {f.name for f in fields(Config)}
@@ -375,7 +378,7 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
             key = {"method": "stability", "seed": "stability_seed", "steps": "pgd_steps", "restarts": "pgd_restarts", "prescreen": "pgd_prescreen",
                    "draws": "noise_draws", "intermediate": "sound_intermediate", "sample": "stability_sample",
                    "budget": "stability_budget"}.get(k, k) if section == "stability" else k
-            if key == "out" and section == "run":
+            if key in ("out", "factory_path") and section == "run":
                 continue
             if key not in _CONFIG_KEYS:
                 raise UserInputError(f"unknown key {k!r} in [{section}]")
@@ -384,6 +387,11 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
     if not 0 < heldout_fraction < 1:
         raise UserInputError(f"[data] heldout_fraction must be strictly between 0 and 1, got {heldout_fraction}")
     out = _table(doc, "run").get("out")
+    factory_path = _table(doc, "run").get("factory_path")
+    if factory_path is not None:
+        factory_path = os.path.join(base, text(factory_path, "[run] factory_path"))
+        if not os.path.isdir(factory_path):
+            raise UserInputError(f"[run] factory_path {factory_path} is not a folder")
     from genbound.data.preprocess import Preprocess
     pre = data.get("preprocess")
     if isinstance(pre, str):
@@ -408,8 +416,29 @@ def _run_config(doc: dict[str, Any], path: str) -> RunConfig:
         train=data_path(data["train"], "[data] train"), heldout=data_path(data.get("heldout"), "[data] heldout"),
         heldout_fraction=heldout_fraction, split_seed=as_int(data.get("split_seed", 0), "[data] split_seed", minimum=0),
         models=tuple(models), config=Config(**cfg), out=None if out is None else text(out, "[run] out"),
-        preprocess=pre, classes=classes, base=base,
+        preprocess=pre, classes=classes, base=base, factory_path=factory_path or base,
     )
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_string(v: str) -> str:
+    """A TOML basic string: backslash, quote and every control character escaped."""
+    out = []
+    for ch in v:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(k: Any) -> str:
+    k = str(k)
+    return k if _BARE_KEY.match(k) else _toml_string(k)
 
 
 def _toml_value(v: Any) -> str:
@@ -418,11 +447,11 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _toml_string(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
@@ -433,6 +462,6 @@ def to_toml(sections: dict[str, Any]) -> str:
         tables = body if isinstance(body, list) else [body]
         for t in tables:
             out.append(f"[[{name}]]" if isinstance(body, list) else f"[{name}]")
-            out.extend(f"{k} = {_toml_value(v)}" for k, v in t.items() if v is not None)
+            out.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in t.items() if v is not None)
             out.append("")
     return "\n".join(out)

@@ -135,9 +135,10 @@ class Evaluation:
         In a process group only rank 0 writes; the other ranks write nothing and return ``{}``.
 
         ``config.toml`` holds this run's settings as ``[bounds]``, in the schema of ``genbound
-        evaluate`` (docs/config.md); ``inputs``, the run's ``data`` table and ``models`` tables in
-        that schema (paths absolute), make it a file ``genbound evaluate`` reruns as it is. What
-        the data and models turned out to be (sizes, fingerprints, errors) is in ``result.json``."""
+        evaluate`` (docs/config.md); ``inputs``, the run's ``data`` table, ``models`` tables,
+        ``bounds`` (the settings as declared) and ``run`` table in that schema (paths absolute),
+        make it a file ``genbound evaluate`` reruns as it is. What the data and models turned out
+        to be (sizes, fingerprints, errors) is in ``result.json``."""
         if not current().main:
             return {}
         out = make_output_folder(os.fspath(out_dir))
@@ -147,7 +148,8 @@ class Evaluation:
         write_text(paths["result"], text + "\n")
         save_stats_npz(paths["samples"], self.stats)
         sections: dict[str, Any] = {**{k: inputs[k] for k in ("data", "models") if inputs and k in inputs},
-                                    "bounds": self.config.to_dict()}
+                                    "bounds": (inputs or {}).get("bounds", self.config.to_dict()),
+                                    **({"run": inputs["run"]} if inputs and "run" in inputs else {})}
         head = ("# rerun: genbound evaluate config.toml --out NEW_FOLDER\n" if inputs else
                 "# this run's settings (the schema of genbound evaluate's [bounds]); its data and models "
                 "are described in result.json (run.data, run.models)\n")

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genbound.errors import UserInputError
-from genbound.fileio import write_bytes
+from genbound.fileio import available_memory, write_bytes
 from genbound.kappas import check_kappas  # noqa: F401  (the one kappa validation; re-exported)
 
 T = TypeVar("T")
@@ -140,38 +140,51 @@ def model_mode(model: nn.Module, *, training: bool = False, grad: bool | None = 
             p.requires_grad_(flag)
 
 
-def available_memory(device: torch.device) -> int | None:
-    """Bytes free for new tensors on ``device``: CUDA's free memory, or (CPU) the kernel's
-    ``MemAvailable`` on Linux; ``None`` where it cannot be read."""
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device``: on CUDA the driver's free memory plus what
+    PyTorch's allocator holds unused; on CPU :func:`genbound.fileio.available_memory`; ``None``
+    where it cannot be known."""
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0]) + int(cached)
+    return available_memory() if device.type == "cpu" else None
+
+
+def _matmul_precision_switches() -> list[Any]:
+    """The per-backend float32 matmul precision switches of this torch (CUDA's and oneDNN's
+    ``fp32_precision``; empty before torch 2.9, which has only the process-wide setting)."""
+    found = []
+    for backend in (torch.backends.cuda, torch.backends.mkldnn):
+        sw = getattr(backend, "matmul", None)
+        if sw is not None and hasattr(sw, "fp32_precision"):
+            found.append(sw)
+    return found
 
 
 @contextlib.contextmanager
 def full_float32() -> Iterator[None]:
     """Float32 matrix products at full float32 precision inside the block, whatever the process set
-    (``torch.set_float32_matmul_precision("high")``, common in training scripts, lets CUDA use TF32
-    and oneDNN bfloat16: 10 or 8 significand bits, enough to move a nearest-centroid decision).
-    The previous setting is restored on exit."""
-    before = torch.get_float32_matmul_precision()
-    if before == "highest":
-        yield
+    (``torch.set_float32_matmul_precision("high")``, common in training scripts, or the per-backend
+    ``torch.backends.cuda.matmul.fp32_precision = "tf32"`` let CUDA use TF32 and oneDNN TF32 or
+    bfloat16: 10 or 8 significand bits, enough to move a nearest-centroid decision). The previous
+    settings are restored on exit."""
+    switches = _matmul_precision_switches()
+    if switches:  # the per-backend switches override the process-wide one, whichever API the caller used
+        before = [sw.fp32_precision for sw in switches]
+        for sw in switches:
+            sw.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for sw, value in zip(switches, before):
+                sw.fp32_precision = value
         return
+    legacy = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(before)
+        torch.set_float32_matmul_precision(legacy)
 
 
 def refuse_train_mode(model: nn.Module, what: str) -> None:

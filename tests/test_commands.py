@@ -72,6 +72,20 @@ def test_evaluate_example_config(tmp_path, capsys, monkeypatch):
     assert again["config"] == doc["config"] and again["run"]["data"]["train"] == doc["run"]["data"]["train"]
 
 
+def test_a_saved_config_finds_the_factory_module_beside_the_original(tmp_path, monkeypatch):
+    # factory modules import from the config's folder; the rerun config lives in the run folder
+    (tmp_path / "mymodels.py").write_text(
+        "from genbound.models import mlp\n\ndef make():\n    return mlp(input_shape=(1, 8, 8), num_classes=10, hidden=[64])\n")
+    w = os.path.join(ROOT, "examples", "digits_mlp.safetensors")
+    cfg = GOOD.format(w=w).replace('factory = "mlp"', 'factory = "mymodels:make"').replace(
+        "kwargs = { input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }\n", "")
+    assert main(["evaluate", _cfg(tmp_path, cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path / "o")
+    assert main(["evaluate", "config.toml", "--out", str(tmp_path / "again"), "--no-progress"]) == 0
+    first, again = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("o", "again"))
+    assert [r["value"] for r in again["results"]] == [r["value"] for r in first["results"]]
+
+
 MISTAKES = [
     ("missing", None, "config file not found"),
     ("bad toml", "[data\ntrain=", "not valid TOML"),

@@ -420,15 +420,15 @@ def test_a_fit_too_large_for_memory_is_refused_before_any_work(monkeypatch):
     import genbound.partition.kmeans as km
 
     held = blobs(60, d=5, seed=1)
-    monkeypatch.setattr(km, "available_memory", lambda device: 1024)
+    monkeypatch.setattr(km, "free_memory", lambda device: 1024)
     with pytest.raises(UserInputError, match=r"^a k-means fit of K = 4 centres in 5 dimensions needs about .* GiB "
                                              r".* are free on cpu; cluster a model's features instead"):
         build_kmeans(KMeansSpec(regions=4), heldout=held, device="cpu")
-    monkeypatch.setattr(km, "available_memory", lambda device: None)  # unknown: no check
+    monkeypatch.setattr(km, "free_memory", lambda device: None)  # unknown: no check
     assert build_kmeans(KMeansSpec(regions=4), heldout=held, device="cpu").K == 4
     # what an ImageNet run in pixel space asks for: K = 10,000 at 224 px, 1 TiB free passes, 16 GiB does not
-    monkeypatch.setattr(km, "available_memory", lambda device: 16 * 2**30)
-    with pytest.raises(UserInputError, match=r"needs about 33\.6 GiB"):
+    monkeypatch.setattr(km, "free_memory", lambda device: 16 * 2**30)
+    with pytest.raises(UserInputError, match=r"needs about 33\.6 GiB"):  # 3 K p float64
         km.check_fit_memory(10_000, 150_528, 25_000, 10_000, 1 << 30, torch.device("cpu"))
-    monkeypatch.setattr(km, "available_memory", lambda device: 2**40)
+    monkeypatch.setattr(km, "free_memory", lambda device: 2**40)
     km.check_fit_memory(10_000, 150_528, 25_000, 10_000, 1 << 30, torch.device("cpu"))

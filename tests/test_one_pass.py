@@ -248,29 +248,48 @@ def test_imagenet_sized_uniform_partition_memory():
     assert extra < 2 * 2**30, extra / 2**30
 
 
-def test_cells_do_not_follow_the_process_matmul_precision(monkeypatch):
-    # a training script's torch.set_float32_matmul_precision("high") (TF32 on CUDA, bfloat16 in
-    # oneDNN) must not move a nearest-centroid decision: assignment runs at full float32 and the
-    # process's setting is restored afterwards
+@pytest.mark.parametrize("api", ["process-wide", "per-backend"])
+def test_cells_do_not_follow_the_process_matmul_precision(monkeypatch, api):
+    # a training script's torch.set_float32_matmul_precision("high") or
+    # torch.backends.cuda.matmul.fp32_precision = "tf32" (TF32 on CUDA, TF32 / bfloat16 in oneDNN)
+    # must not move a nearest-centroid decision: assignment runs at full float32 precision and the
+    # caller's settings are restored afterwards
     from genbound.partition.assign import nearest_centroid
+    from genbound.torch_utils import _matmul_precision_switches
 
+    switches = _matmul_precision_switches()
+    if api == "per-backend" and not switches:
+        pytest.skip("this torch has no per-backend matmul precision switches")
     x = torch.rand(64, 300, generator=torch.Generator().manual_seed(2))
     c = torch.rand(50, 300, generator=torch.Generator().manual_seed(3))
     expected = nearest_centroid(x, c)
     seen = []
     real = torch.addmm
 
+    def effective():
+        return [sw.fp32_precision for sw in switches] if switches else torch.get_float32_matmul_precision()
+
     def watch(*a, **k):
-        seen.append(torch.get_float32_matmul_precision())
+        seen.append(effective())
         return real(*a, **k)
 
     monkeypatch.setattr(torch, "addmm", watch)
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("medium")
+    legacy = torch.get_float32_matmul_precision()
+    saved = [sw.fp32_precision for sw in switches]
     try:
+        if api == "process-wide":
+            torch.set_float32_matmul_precision("medium")
+        else:
+            for sw in switches:
+                sw.fp32_precision = "tf32"
+        chosen = effective()
         got = nearest_centroid(x, c)
-        assert torch.get_float32_matmul_precision() == "medium"
+        assert effective() == chosen  # restored
     finally:
-        torch.set_float32_matmul_precision(before)
-    assert seen and set(seen) == {"highest"}
+        for sw, v in zip(switches, saved):
+            sw.fp32_precision = v
+        if api == "process-wide":
+            torch.set_float32_matmul_precision(legacy)
+    full = ["ieee"] * len(switches) if switches else "highest"
+    assert seen and all(s == full for s in seen), seen
     np.testing.assert_array_equal(got, expected)

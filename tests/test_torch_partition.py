@@ -99,11 +99,11 @@ def test_heldout_centroids_that_cannot_fit_are_refused_before_any_work(monkeypat
     import genbound.partition.voronoi as voronoi
 
     held = make_prototypes(40, shape=(1, 4, 4), num_classes=3, seed=9)
-    monkeypatch.setattr(voronoi, "available_memory", lambda device: 100)
+    monkeypatch.setattr(voronoi, "free_memory", lambda device: 100)
     with pytest.raises(UserInputError, match=r"^a 'heldout' partition holds its K = 10 held-out centroids in 16 "
                                              r"dimensions: .* use a 'uniform' partition"):
         build_partition(PartitionSpec("heldout", regions=10, seed=2), input_dim=16, heldout=held)
-    monkeypatch.setattr(voronoi, "available_memory", lambda device: 10 * 16 * 4)
+    monkeypatch.setattr(voronoi, "free_memory", lambda device: 10 * 16 * 4)
     assert build_partition(PartitionSpec("heldout", regions=10, seed=2), input_dim=16, heldout=held).K == 10
 
 

@@ -85,15 +85,20 @@ def models_preprocess(rc: Any) -> Any:
 def rerun_inputs(rc: Any, preprocess: Any) -> dict[str, Any]:
     """The ``[data]`` and ``[[models]]`` tables of a run, resolved (absolute paths, the preprocessing
     actually used): written into the run's ``config.toml`` so that it reruns as it is."""
-    data: dict[str, Any] = {"train": rc.train, "heldout": rc.heldout, "classes": rc.classes}
+    def where(p: Any) -> Any:  # a file or folder (relative to where the run started): absolute; a name: as it is
+        return os.path.abspath(p) if isinstance(p, str) and os.path.exists(p) else p
+
+    data: dict[str, Any] = {"train": where(rc.train), "heldout": where(rc.heldout), "classes": where(rc.classes)}
     if rc.heldout is None:
         data.update(heldout_fraction=rc.heldout_fraction, split_seed=rc.split_seed)
     if preprocess is not None:
         data["preprocess"] = {"resize": preprocess.resize, "crop": preprocess.crop,
                               "interpolation": preprocess.interpolation, "mode": preprocess.mode}
-    models = [{"name": m.name, "factory": m.factory, "weights": m.weights, "kwargs": dict(m.kwargs),
+    models = [{"name": m.name, "factory": m.factory, "weights": where(m.weights), "kwargs": dict(m.kwargs),
                "input_normalization": m.input_normalization} for m in rc.models]
-    return {"data": data, "models": models}
+    # the settings as declared, not as this rank resolved them (a torchrun rank's cuda:N, --no-progress)
+    run = {"factory_path": os.path.abspath(rc.factory_path)}
+    return {"data": data, "models": models, "bounds": rc.config.to_dict(), "run": run}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,7 +123,7 @@ def _run(args: argparse.Namespace, rc: Any, ranks: Any) -> int:
     # one output folder for all ranks, even when the ranks' clocks read different seconds
     out = check_output_folder(from_main(lambda: args.out or rc.out or os.path.join(
         "runs", time.strftime("evaluate-%Y%m%d-%H%M%S")), ranks), "--out" if args.out else None)
-    with _importable(rc.base):  # a factory module beside the config imports like one on PYTHONPATH
+    with _importable(rc.factory_path):  # a factory module beside the config imports like one on PYTHONPATH
         preprocess = rc.preprocess if rc.preprocess is not None else models_preprocess(rc)
         source = load_dataset(rc.train, preprocess=preprocess, classes=rc.classes)
         split_record = None

@@ -50,7 +50,7 @@ from genbound.data.source import DEFAULT_BATCH_SIZE, DataSource
 from genbound.errors import UserInputError
 from genbound.names import KMEANS_BACKENDS, KMEANS_FITS
 from genbound.partition.assign import label_pure_cells
-from genbound.torch_utils import array_hash, available_memory, derive_seed, progress, resolve_device
+from genbound.torch_utils import array_hash, free_memory, derive_seed, progress, resolve_device
 
 __all__ = ["KMeansSpec", "KMeansPartition", "build_kmeans", "check_kmeans", "kmeans_plus_plus", "lloyd",
            "nearest_exact"]
@@ -265,8 +265,9 @@ def lloyd(batches: Callable[[], Iterator[torch.Tensor]], centroids: torch.Tensor
     history: list[float] = []
     prev: torch.Tensor | None = None
     converged, empty, n, it = False, 0, 0, 0
+    sums = torch.empty_like(C)  # two K x p buffers in all: the sums become the next centres
     for it in progress(range(1, int(iterations) + 1), enabled=progress_bar, desc="k-means (Lloyd)", unit="iter"):
-        sums = torch.zeros_like(C)
+        sums.zero_()
         counts = torch.zeros(K, dtype=torch.float64, device=C.device)
         c2 = (C * C).sum(1)
         search = _FaissNearest(C) if backend == "faiss" else None
@@ -283,7 +284,9 @@ def lloyd(batches: Callable[[], Iterator[torch.Tensor]], centroids: torch.Tensor
         history.append(objective)
         full = counts > 0
         empty = int((~full).sum())
-        C[full] = sums[full] / counts[full].unsqueeze(1)
+        sums.div_(counts.clamp_min(1).unsqueeze(1))  # the mean of each cluster's points
+        sums[~full] = C[~full]  # an empty cluster keeps its centre
+        C, sums = sums, C
         if prev is not None and torch.equal(prev, assign):
             converged = True
             break
@@ -464,17 +467,22 @@ def check_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
     return n_fit
 
 
-def check_fit_memory(K: int, p: int, n: int, s: int, cache_bytes: int, device: torch.device) -> None:
-    """Refuse, before any work, a fit that cannot fit in memory: its centres and their per-cluster
-    sums (``2 K p`` float64), the seeding sample (``s p`` float32, twice while it is gathered) and
-    the fit set when it is held (float64, up to ``cache_bytes``)."""
-    need = 2 * K * p * 8 + 2 * s * p * 4 + (n * p * 8 if n * p * 8 <= cache_bytes else 0)
-    free = available_memory(device)
+def check_fit_memory(K: int, p: int, n: int, s: int, cache_bytes: int, device: torch.device,
+                     backend: str = "torch") -> None:
+    """Refuse, before any work, a fit that cannot fit in memory. Its peak: the fit set when it is held
+    (float64, up to ``cache_bytes``), plus the larger of the seeding step (the sample of ``s``
+    points gathered in float32, and in float64 when it is held) and the Lloyd step (the initial
+    centres, the centres and their per-cluster sums: ``3 K p`` float64; faiss adds a float32 copy)."""
+    held = n * p * 8 if n * p * 8 <= cache_bytes else 0
+    seeding = 2 * s * p * 4 + (s * p * 8 if s < n and s * p * 8 <= cache_bytes else 0)
+    fitting = 3 * K * p * 8 + (K * p * 4 if backend == "faiss" else 0)
+    need = held + max(seeding, fitting)
+    free = free_memory(device)
     if free is not None and need > free:
         gib = 2.0 ** 30
         raise UserInputError(
             f"a k-means fit of K = {K:,} centres in {p:,} dimensions needs about {need / gib:.1f} GiB "
-            f"(centres and their sums in float64, the seeding sample of {s:,}) but {free / gib:.1f} GiB are free "
+            f"(initial centres, centres and their sums in float64) but {free / gib:.1f} GiB are free "
             f"on {device}; cluster a model's features instead (kmeans_features = \"<layer>\"), or lower K or "
             "kmeans_seeding_sample")
 
@@ -517,7 +525,7 @@ def build_kmeans(spec: KMeansSpec, *, train: DataSource | None = None, heldout: 
     n = len(fit_src)
     first, _ = fit_src.get(np.arange(min(n, 2)))
     p = int(feats(first).shape[1])
-    check_fit_memory(K, p, n, min(n, int(spec.seeding_sample)), cache_bytes, dev)
+    check_fit_memory(K, p, n, min(n, int(spec.seeding_sample)), cache_bytes, dev, spec.backend)
     # float32 features (pixels, or the model's) become float64 exactly; held in float64 when they fit
     cached: list[torch.Tensor] | None = None
     if n * p * 8 <= cache_bytes:

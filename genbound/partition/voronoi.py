@@ -37,7 +37,7 @@ from genbound.errors import UserInputError
 from genbound.names import VORONOI_KINDS
 from genbound.data.loader import stream
 from genbound.partition.assign import CentroidIndex, UniformCentroids, label_pure_cells
-from genbound.torch_utils import array_hash, available_memory, derive_seed, full_float32, progress, resolve_device
+from genbound.torch_utils import array_hash, free_memory, derive_seed, full_float32, progress, resolve_device
 
 KINDS = VORONOI_KINDS
 
@@ -256,16 +256,18 @@ def build_partition(spec: PartitionSpec, *, input_dim: int, heldout: DataSource 
         if K > len(heldout):
             raise UserInputError(f"cannot sample {K} centroids from {len(heldout)} held-out samples; lower K")
         width = d if projection is None else projection.shape[1]
-        free = available_memory(torch.device("cpu"))
+        free = free_memory(torch.device("cpu"))
         if free is not None and K * width * 4 > free:
             raise UserInputError(
                 f"a {spec.kind!r} partition holds its K = {K:,} held-out centroids in {width:,} dimensions: "
                 f"{K * width * 4 / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB are free; use a 'uniform' partition "
-                "(its centroids are regenerated block by block), a 'projection' partition, or a smaller K")
+                "(its centroids are regenerated block by block), "
+                + ("a smaller projection_dim" if projection is not None else "a 'projection' partition")
+                + ", or a smaller K")
         rng = np.random.default_rng(derive_seed(spec.seed, 2))
         heldout_used = np.sort(rng.choice(len(heldout), size=K, replace=False)).astype(np.int64)
         # filled in place: K x d floats once (a list of chunks and their concatenation would hold them twice)
-        centroids = torch.empty(K, d if projection is None else projection.shape[1])
+        centroids = torch.empty(K, width, dtype=torch.float32)
         for s in range(0, K, batch_size):
             x, _ = heldout.get(heldout_used[s:s + batch_size])
             z = x.reshape(x.shape[0], -1).to(torch.float32)
