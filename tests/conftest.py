@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -56,3 +58,21 @@ def make_stats_arrays(rng, n, m, K, J, *, err=0.1, herr=0.12, consistent_cells=F
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+EXAMPLE_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                               "digits_mlp.safetensors")
+
+
+def example_config(tmp_path, tables: str, *, data: str = "", model: str = "") -> str:
+    """Write ``tmp_path/c.toml``, a ``genbound evaluate`` config for the shipped example (an MLP
+    trained on scikit-learn's digits, ``examples/digits_mlp.safetensors``), and return its path.
+    ``data``: more ``[data]`` lines; ``model``: the ``[[models]]`` entry's factory lines (default: the
+    built-in ``mlp`` with the example's kwargs); ``tables``: the ``[bounds]``, ``[stability]`` and
+    ``[run]`` tables."""
+    model = model or 'factory = "mlp"\nkwargs = { input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }\n'
+    text = (f'[data]\ntrain = "digits"\n{data}[[models]]\nname = "m"\nweights = "{EXAMPLE_WEIGHTS}"\n'
+            f"{model}{tables.lstrip()}")
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return str(p)

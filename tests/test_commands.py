@@ -6,6 +6,7 @@ import os
 import pytest
 
 from genbound.cli import main
+from tests.conftest import example_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,14 +42,7 @@ def _cfg(tmp_path, text):
     return str(p)
 
 
-GOOD = """
-[data]
-train = "digits"
-[[models]]
-name = "m"
-factory = "mlp"
-weights = "{w}"
-kwargs = {{ input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }}
+TABLES = """
 [bounds]
 kappas = [0.05, 0.2]
 K = [5]
@@ -58,8 +52,7 @@ steps = 2
 
 
 def test_evaluate_example_config(tmp_path, capsys, monkeypatch):
-    w = os.path.join(ROOT, "examples", "digits_mlp.safetensors")
-    assert main(["evaluate", _cfg(tmp_path, GOOD.format(w=w)), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert main(["evaluate", example_config(tmp_path, TABLES), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     doc = json.loads((tmp_path / "o" / "result.json").read_text())
     m = doc["models"][0]
     assert m["heldout_error"] < 0.15  # the shipped example weights are a real classifier
@@ -76,10 +69,8 @@ def test_a_saved_config_finds_the_factory_module_beside_the_original(tmp_path, m
     # factory modules import from the config's folder; the rerun config lives in the run folder
     (tmp_path / "mymodels.py").write_text(
         "from genbound.models import mlp\n\ndef make():\n    return mlp(input_shape=(1, 8, 8), num_classes=10, hidden=[64])\n")
-    w = os.path.join(ROOT, "examples", "digits_mlp.safetensors")
-    cfg = GOOD.format(w=w).replace('factory = "mlp"', 'factory = "mymodels:make"').replace(
-        "kwargs = { input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }\n", "")
-    assert main(["evaluate", _cfg(tmp_path, cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    cfg = example_config(tmp_path, TABLES, model='factory = "mymodels:make"\n')
+    assert main(["evaluate", cfg, "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     monkeypatch.chdir(tmp_path / "o")
     assert main(["evaluate", "config.toml", "--out", str(tmp_path / "again"), "--no-progress"]) == 0
     first, again = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("o", "again"))

@@ -26,6 +26,7 @@ from genbound.models import mlp
 from genbound.stability import make_engine, run_engine
 from genbound.stability.batch_store import BatchStore
 from genbound.stability.engine import BatchResult
+from tests.conftest import example_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -231,14 +232,7 @@ def test_two_ranks_equal_one_process_only_rank0_writes_and_errors_end_both(tmp_p
 
 # ---------------------------------------------------------------- the real torchrun command
 
-CONFIG = """
-[data]
-train = "digits"
-[[models]]
-name = "m"
-factory = "mlp"
-weights = "{w}"
-kwargs = {{ input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }}
+TABLES = """
 [bounds]
 kappas = [0.02, 0.1, 0.3]
 K = [10, 100]
@@ -250,9 +244,7 @@ batch_size = 100
 
 
 def _config(tmp_path):
-    p = tmp_path / "c.toml"
-    p.write_text(CONFIG.format(w=os.path.join(ROOT, "examples", "digits_mlp.safetensors")))
-    return str(p)
+    return example_config(tmp_path, TABLES)
 
 
 def _torchrun(cfg, out, env=None):

@@ -14,6 +14,7 @@ from genbound.models import mlp, train_classifier
 from genbound.partition import KMeansPartition, KMeansSpec, PartitionProtocol, build_kmeans
 from genbound.partition.kmeans import kmeans_plus_plus, lloyd, nearest_exact
 from genbound.pipeline import evaluate
+from tests.conftest import example_config
 
 PARTITION_RESULTS = ("xu_mannor", "kawaguchi", "theorem_n", "theorem_h")
 
@@ -300,19 +301,9 @@ def test_faiss_backend_without_faiss_is_a_one_line_error(monkeypatch):
 # ------------------------------------------------------------------------------------ the command line
 def test_evaluate_command_with_a_kmeans_partition(tmp_path, capsys):
     import json
-    import os
 
     from genbound.cli import main
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f"""
-[data]
-train = "digits"
-[[models]]
-name = "m"
-factory = "mlp"
-weights = "{os.path.join(root, 'examples', 'digits_mlp.safetensors')}"
-kwargs = {{ input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }}
+    cfg = example_config(tmp_path, """
 [bounds]
 kappas = [0.05]
 K = [8]
@@ -323,7 +314,7 @@ kmeans_features = "net.1"
 method = "noise"
 draws = 2
 """)
-    assert main(["evaluate", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert main(["evaluate", cfg, "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     doc = json.loads((tmp_path / "o" / "result.json").read_text())
     rec = doc["run"]["partitions"]["m:8"]
     assert rec["kind"] == "kmeans" and rec["space"] == "features:net.1" and rec["depends_on_training_set"] is True
@@ -333,7 +324,7 @@ draws = 2
     assert kinds["holdout_cp"] == "certified"
     assert all(kinds[n] == "diagnostic" for n in PARTITION_RESULTS)
     # a rerun fits the same partition (seeded, deterministic)
-    assert main(["evaluate", str(cfg), "--out", str(tmp_path / "o2"), "--no-progress"]) == 0
+    assert main(["evaluate", cfg, "--out", str(tmp_path / "o2"), "--no-progress"]) == 0
     again = json.loads((tmp_path / "o2" / "result.json").read_text())["run"]["partitions"]["m:8"]
     assert again["centroids_sha256"] == rec["centroids_sha256"] and again["fit_indices_hash"] == rec["fit_indices_hash"]
 

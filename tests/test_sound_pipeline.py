@@ -19,6 +19,7 @@ from genbound.models import load_model, mlp, train_classifier
 from genbound.models.normalize import with_normalization
 from genbound.pipeline import evaluate
 from genbound.stability.sound import sound_stability
+from tests.conftest import EXAMPLE_WEIGHTS, example_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,25 +72,15 @@ def test_evaluate_crown_on_kappa_fine_grids_matches_the_study_route():
 
 
 def test_cli_evaluate_crown_and_grid(tmp_path):
-    w = os.path.join(ROOT, "examples", "digits_mlp.safetensors")
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f"""
-[data]
-train = "digits"
-heldout_fraction = 0.25
-[[models]]
-name = "m"
-factory = "mlp"
-weights = "{w}"
-kwargs = {{ input_shape = [1, 8, 8], num_classes = 10, hidden = [64] }}
+    cfg = example_config(tmp_path, """
 [bounds]
 kappas = [0.005, 0.02]
 partition = "grid"
 [stability]
 method = "crown"
 intermediate = "ibp"
-""")
-    assert main(["evaluate", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+""", data="heldout_fraction = 0.25\n")
+    assert main(["evaluate", cfg, "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     doc = json.loads((tmp_path / "o" / "result.json").read_text())
     stab = doc["run"]["stability"]["m"]
     assert stab["sound"] is True and stab["method"] == "crown" and stab["intermediate_bounds"] == "ibp"
@@ -98,7 +89,7 @@ intermediate = "ibp"
     # the same numbers as the array route on the same model and split
     source = load_dataset("digits")
     train, held, _ = split_source(source, 0.25, seed=0)
-    model = with_normalization(load_model("mlp", w, input_shape=[1, 8, 8], num_classes=10, hidden=[64]),
+    model = with_normalization(load_model("mlp", EXAMPLE_WEIGHTS, input_shape=[1, 8, 8], num_classes=10, hidden=[64]),
                                source.normalization).eval()
     x, y = train.get(np.arange(len(train)))
     hx, hy = held.get(np.arange(len(held)))
