@@ -147,9 +147,12 @@ class Evaluation:
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         write_text(paths["result"], text + "\n")
         save_stats_npz(paths["samples"], self.stats)
-        sections: dict[str, Any] = {**{k: inputs[k] for k in ("data", "models") if inputs and k in inputs},
-                                    "bounds": (inputs or {}).get("bounds", self.config.to_dict()),
-                                    **({"run": inputs["run"]} if inputs and "run" in inputs else {})}
+        given = dict(inputs or {})
+        # the tables in the order the evaluate schema reads them; [bounds] from this run when not given
+        sections: dict[str, Any] = {k: given[k] for k in ("data", "models") if k in given}
+        sections["bounds"] = given.get("bounds", self.config.to_dict())
+        if "run" in given:
+            sections["run"] = given["run"]
         head = ("# rerun: genbound evaluate config.toml --out NEW_FOLDER\n" if inputs else
                 "# this run's settings (the schema of genbound evaluate's [bounds]); its data and models "
                 "are described in result.json (run.data, run.models)\n")
